@@ -1,0 +1,106 @@
+#include "agent/metrics/gzip.hpp"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <charconv>
+#include <new>
+#include <stdexcept>
+
+namespace neco::metrics {
+
+namespace {
+// Largest amount handed to zlib at once; its counters are 32-bit.
+constexpr std::size_t kChunk = std::size_t{1} << 30;
+}  // namespace
+
+std::string gzip_compress(std::string_view data, int level) {
+  z_stream stream{};
+  // windowBits 15 + 16 asks zlib for the gzip header and trailer instead of the zlib ones.
+  int rc =
+      deflateInit2(&stream, std::clamp(level, 1, 9), Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+  // With constant valid parameters the only possible failure is memory.
+  if (rc != Z_OK) throw std::bad_alloc();
+  std::string out;
+  // deflateBound covers the zlib framing; gzip's header and trailer add 18 bytes to it. One
+  // allocation then suffices; the growth below is only a safety net.
+  out.resize(deflateBound(&stream, static_cast<uLong>(data.size())) + 18);
+  std::size_t in_pos = 0;
+  while (rc != Z_STREAM_END) {
+    // zlib's counters are 32-bit: hand it at most kChunk bytes of input and output at a time.
+    if (stream.avail_in == 0 && in_pos < data.size()) {
+      std::size_t n = std::min(data.size() - in_pos, kChunk);
+      // zlib's API is not const-correct; it never writes through next_in.
+      stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data() + in_pos));
+      stream.avail_in = static_cast<uInt>(n);
+      in_pos += n;
+    }
+    if (stream.avail_out == 0) {
+      if (stream.total_out == out.size()) out.resize(out.size() * 2);
+      std::size_t n = std::min(out.size() - stream.total_out, kChunk);
+      stream.next_out = reinterpret_cast<Bytef*>(out.data() + stream.total_out);
+      stream.avail_out = static_cast<uInt>(n);
+    }
+    rc = deflate(&stream, in_pos == data.size() ? Z_FINISH : Z_NO_FLUSH);
+    // Z_BUF_ERROR only means "no progress without more room"; the refill above provides it.
+    if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
+      deflateEnd(&stream);
+      throw std::runtime_error("deflate failed");
+    }
+  }
+  out.resize(stream.total_out);
+  deflateEnd(&stream);
+  return out;
+}
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+    s.remove_suffix(1);
+  return s;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; };
+           return lower(x) == lower(y);
+         });
+}
+
+}  // namespace
+
+bool accepts_gzip(std::string_view accept_encoding) {
+  double gzip_q = -1;  // -1: not mentioned
+  double star_q = -1;
+  while (!accept_encoding.empty()) {
+    auto comma = accept_encoding.find(',');
+    std::string_view item = accept_encoding.substr(0, comma);
+    accept_encoding.remove_prefix(comma == std::string_view::npos ? accept_encoding.size()
+                                                                  : comma + 1);
+    auto semi = item.find(';');
+    std::string_view coding = trim(item.substr(0, semi));
+    double q = 1;
+    while (semi != std::string_view::npos) {
+      item.remove_prefix(semi + 1);
+      semi = item.find(';');
+      std::string_view param = trim(item.substr(0, semi));
+      if (param.size() > 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
+        param.remove_prefix(2);
+        auto [ptr, ec] = std::from_chars(param.data(), param.data() + param.size(), q);
+        if (ec != std::errc() || ptr != param.data() + param.size()) q = 0;
+      }
+    }
+    if (iequals(coding, "gzip") || iequals(coding, "x-gzip")) {
+      gzip_q = std::max(gzip_q, q);
+    } else if (coding == "*") {
+      star_q = std::max(star_q, q);
+    }
+  }
+  if (gzip_q >= 0) return gzip_q > 0;
+  return star_q > 0;
+}
+
+}  // namespace neco::metrics
