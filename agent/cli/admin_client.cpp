@@ -20,7 +20,9 @@ struct CurlGlobal {
 
 }  // namespace
 
-std::string AdminTarget::describe() const { return socket.empty() ? base_url : socket; }
+std::string AdminTarget::describe() const {
+  return socket.empty() ? base_url : socket;
+}
 
 Expected<AdminReply> admin_request(const AdminTarget& target, const std::string& method,
                                    const std::string& path, const std::string& body,

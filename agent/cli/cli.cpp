@@ -75,7 +75,8 @@ AdminTarget target_from(const po::variables_map& vm) {
   }
   if (vm.count("admin") != 0) t.base_url = vm["admin"].as<std::string>();
   if (vm.count("socket") != 0) t.socket = vm["socket"].as<std::string>();
-  while (!t.base_url.empty() && t.base_url.back() == '/') t.base_url.pop_back();
+  while (!t.base_url.empty() && t.base_url.back() == '/')
+    t.base_url.pop_back();
   if (t.base_url.find("://") == std::string::npos) t.base_url = "http://" + t.base_url;
   return t;
 }
@@ -108,8 +109,9 @@ int cmd_agent(const std::vector<std::string>& args) {
   desc.add_options()("role", po::value<std::string>()->required(), "role file (YAML)");
   po::variables_map vm;
   int code = kOk;
-  if (!parse("agent", "agent --role FILE\n\nRuns the agent in the foreground (systemd: "
-                      "Type=notify). SIGHUP reloads the role file, SIGTERM stops.",
+  if (!parse("agent",
+             "agent --role FILE\n\nRuns the agent in the foreground (systemd: "
+             "Type=notify). SIGHUP reloads the role file, SIGTERM stops.",
              desc, nullptr, args, vm, code)) {
     return code;
   }
@@ -132,12 +134,13 @@ int cmd_config(const std::vector<std::string>& args) {
   pos.add("action", 1).add("file", 1);
   po::variables_map vm;
   int code = kOk;
-  if (!parse("config", "config check FILE [--json]\n       neco config reference\n\n"
-                       "check: validates a role file exactly as the agent would (core sections "
-                       "and every module's section) without starting anything. Exit 0 when "
-                       "valid; otherwise every problem is printed as FILE:LINE:COLUMN: message "
-                       "and the exit code is 1.\nreference: prints every core role-file field "
-                       "with its type, default and meaning (Markdown).",
+  if (!parse("config",
+             "config check FILE [--json]\n       neco config reference\n\n"
+             "check: validates a role file exactly as the agent would (core sections "
+             "and every module's section) without starting anything. Exit 0 when "
+             "valid; otherwise every problem is printed as FILE:LINE:COLUMN: message "
+             "and the exit code is 1.\nreference: prints every core role-file field "
+             "with its type, default and meaning (Markdown).",
              desc, &pos, args, vm, code)) {
     return code;
   }
@@ -148,8 +151,9 @@ int cmd_config(const std::vector<std::string>& args) {
     std::printf("| key | type | default | meaning |\n|---|---|---|---|\n");
     for (const auto& d : docs) {
       std::printf("| `%s` | %s | %s | %s |\n", d.key.c_str(), d.type.c_str(),
-                  d.required ? "(required)"
-                             : (d.default_value.empty() ? "\"\"" : "`" + d.default_value + "`").c_str(),
+                  d.required
+                      ? "(required)"
+                      : (d.default_value.empty() ? "\"\"" : "`" + d.default_value + "`").c_str(),
                   d.doc.c_str());
     }
     return kOk;
@@ -167,17 +171,18 @@ int cmd_config(const std::vector<std::string>& args) {
   if (vm.count("json") != 0) {
     auto core = config::dump_core(loaded->role.core);
     nlohmann::json mods = nlohmann::json::object();
-    for (const auto& m : loaded->modules) mods[std::string(m->name())] = m->effective_config();
+    for (const auto& m : loaded->modules)
+      mods[std::string(m->name())] = m->effective_config();
     core["modules"] = mods;
     std::printf("%s\n", core.dump(2).c_str());
     return kOk;
   }
   std::string names;
-  for (const auto& m : loaded->modules) names += (names.empty() ? "" : ", ") + std::string(m->name());
-  std::printf("%s: OK (node '%s', %s, modules: %s)\n", file.c_str(),
-              loaded->role.core.node.name.c_str(),
-              loaded->role.core.controller ? "controller" : "node",
-              names.empty() ? "none" : names.c_str());
+  for (const auto& m : loaded->modules)
+    names += (names.empty() ? "" : ", ") + std::string(m->name());
+  std::printf(
+      "%s: OK (node '%s', %s, modules: %s)\n", file.c_str(), loaded->role.core.node.name.c_str(),
+      loaded->role.core.controller ? "controller" : "node", names.empty() ? "none" : names.c_str());
   return kOk;
 }
 
@@ -195,8 +200,9 @@ int cmd_status(const std::vector<std::string>& args) {
   add_target_options(desc);
   po::variables_map vm;
   int code = kOk;
-  if (!parse("status", "status [--json] [--admin URL | --socket PATH]\n\nShows the local agent's "
-                       "state: node, version, uptime, leader and module health.",
+  if (!parse("status",
+             "status [--json] [--admin URL | --socket PATH]\n\nShows the local agent's "
+             "state: node, version, uptime, leader and module health.",
              desc, nullptr, args, vm, code)) {
     return code;
   }
@@ -234,8 +240,9 @@ int cmd_reload(const std::vector<std::string>& args) {
   add_target_options(desc);
   po::variables_map vm;
   int code = kOk;
-  if (!parse("reload", "reload [--admin URL | --socket PATH]\n\nAsks the local agent to re-read "
-                       "its role file (as SIGHUP does) and prints the outcome.",
+  if (!parse("reload",
+             "reload [--admin URL | --socket PATH]\n\nAsks the local agent to re-read "
+             "its role file (as SIGHUP does) and prints the outcome.",
              desc, nullptr, args, vm, code)) {
     return code;
   }
@@ -265,11 +272,13 @@ int cmd_version(const std::vector<std::string>& args) {
   }
   const auto modules = ModuleRegistry::instance().names();
   if (vm.count("json") != 0) {
-    std::printf("%s\n", nlohmann::json({{"version", NECO_VERSION}, {"modules", modules}}).dump().c_str());
+    std::printf("%s\n",
+                nlohmann::json({{"version", NECO_VERSION}, {"modules", modules}}).dump().c_str());
     return kOk;
   }
   std::string list;
-  for (const auto& m : modules) list += (list.empty() ? "" : ", ") + m;
+  for (const auto& m : modules)
+    list += (list.empty() ? "" : ", ") + m;
   std::printf("neco %s (modules: %s)\n", NECO_VERSION, list.empty() ? "none" : list.c_str());
   return kOk;
 }
@@ -286,9 +295,11 @@ const std::vector<Command>& commands() {
 }
 
 void print_help() {
-  std::printf("Usage: neco COMMAND [OPTIONS]\n\nneco is a datacenter operating agent.\n\n"
-              "Commands:\n");
-  for (const auto& c : commands()) std::printf("  %-10s %s\n", c.name, c.summary);
+  std::printf(
+      "Usage: neco COMMAND [OPTIONS]\n\nneco is a datacenter operating agent.\n\n"
+      "Commands:\n");
+  for (const auto& c : commands())
+    std::printf("  %-10s %s\n", c.name, c.summary);
   std::printf("\nRun 'neco COMMAND --help' for a command's options.\n");
 }
 

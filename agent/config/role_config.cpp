@@ -122,7 +122,8 @@ Expected<RoleFile> parse_node(const YAML::Node& root, const std::string& name) {
     return std::unexpected(diag.to_error());
   }
   if (!root.IsMap()) {
-    diag.error(root.Mark(), fmt::format("expected a mapping at the top, got {}", describe_kind(root)));
+    diag.error(root.Mark(),
+               fmt::format("expected a mapping at the top, got {}", describe_kind(root)));
     return std::unexpected(diag.to_error());
   }
   // `modules` is declared external in the core schema: the modules parse their own sections.
@@ -149,7 +150,8 @@ Expected<RoleFile> parse_node(const YAML::Node& root, const std::string& name) {
         }
         const std::string mod = kv.first.Scalar();
         bool dup = false;
-        for (const auto& m : role.modules) dup = dup || m.name == mod;
+        for (const auto& m : role.modules)
+          dup = dup || m.name == mod;
         if (dup) {
           diag.error(kv.first.Mark(), fmt::format("duplicate module {}", quote(mod)));
           continue;
@@ -195,12 +197,15 @@ Expected<RoleFile> load_role_file(const std::string& path) {
   std::ostringstream text;
   text << in.rdbuf();
   if (text.str().size() > (4u << 20)) {
-    return fail(Errc::invalid_argument, fmt::format("{}: larger than 4 MiB; not a role file", path));
+    return fail(Errc::invalid_argument,
+                fmt::format("{}: larger than 4 MiB; not a role file", path));
   }
   return parse_role_text(text.str(), path);
 }
 
-nlohmann::json dump_core(const CoreConfig& core) { return core_schema().dump(core); }
+nlohmann::json dump_core(const CoreConfig& core) {
+  return core_schema().dump(core);
+}
 
 std::vector<std::string> restart_only_changes(const CoreConfig& before, const CoreConfig& after) {
   std::vector<std::string> changed;

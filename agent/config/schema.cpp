@@ -9,7 +9,9 @@ namespace neco::config {
 namespace {
 
 // yaml-cpp marks a quoted scalar with the "!" tag; plain scalars carry "?" (or nothing).
-bool is_quoted(const YAML::Node& node) { return node.Tag() == "!"; }
+bool is_quoted(const YAML::Node& node) {
+  return node.Tag() == "!";
+}
 
 std::string wrong_type(std::string_view path, std::string_view want, const YAML::Node& node) {
   std::string got(describe_kind(node));
@@ -28,7 +30,8 @@ void Diagnostics::error(const YAML::Mark& at, std::string_view message) {
 
 Error Diagnostics::to_error() const {
   std::string text;
-  for (const auto& l : lines_) text += (text.empty() ? "" : "\n") + l;
+  for (const auto& l : lines_)
+    text += (text.empty() ? "" : "\n") + l;
   return Error{Errc::invalid_argument, text};
 }
 
@@ -47,8 +50,10 @@ std::string join_path(std::string_view prefix, std::string_view key) {
 std::string quote(std::string_view value) {
   std::string out = "'";
   for (char c : value) {
-    if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\x{:02x}", c);
-    else out += c;
+    if (static_cast<unsigned char>(c) < 0x20)
+      out += fmt::format("\\x{:02x}", c);
+    else
+      out += c;
   }
   return out + "'";
 }
@@ -162,15 +167,28 @@ bool decode(const YAML::Node& node, std::string_view path, std::map<std::string,
   return ok;
 }
 
-nlohmann::json encode(bool v) { return v; }
-nlohmann::json encode(const std::string& v) { return v; }
-nlohmann::json encode(std::int64_t v) { return v; }
-nlohmann::json encode(double v) { return v; }
-nlohmann::json encode(Duration v) { return format_duration(v); }
-nlohmann::json encode(const std::vector<std::string>& v) { return v; }
+nlohmann::json encode(bool v) {
+  return v;
+}
+nlohmann::json encode(const std::string& v) {
+  return v;
+}
+nlohmann::json encode(std::int64_t v) {
+  return v;
+}
+nlohmann::json encode(double v) {
+  return v;
+}
+nlohmann::json encode(Duration v) {
+  return format_duration(v);
+}
+nlohmann::json encode(const std::vector<std::string>& v) {
+  return v;
+}
 nlohmann::json encode(const std::map<std::string, std::string>& v) {
   nlohmann::json j = nlohmann::json::object();
-  for (const auto& [k, val] : v) j[k] = val;
+  for (const auto& [k, val] : v)
+    j[k] = val;
   return j;
 }
 
@@ -184,11 +202,16 @@ std::optional<Duration> parse_duration(std::string_view text) {
     if (ec != std::errc() || n < 0) return std::nullopt;
     i = static_cast<size_t>(p - text.data());
     std::int64_t unit_ms = 0;
-    if (text.substr(i, 2) == "ms") unit_ms = 1, i += 2;
-    else if (text.substr(i, 1) == "s") unit_ms = 1000, i += 1;
-    else if (text.substr(i, 1) == "m") unit_ms = 60'000, i += 1;
-    else if (text.substr(i, 1) == "h") unit_ms = 3'600'000, i += 1;
-    else return std::nullopt;  // a bare number: refuse rather than guess the unit
+    if (text.substr(i, 2) == "ms")
+      unit_ms = 1, i += 2;
+    else if (text.substr(i, 1) == "s")
+      unit_ms = 1000, i += 1;
+    else if (text.substr(i, 1) == "m")
+      unit_ms = 60'000, i += 1;
+    else if (text.substr(i, 1) == "h")
+      unit_ms = 3'600'000, i += 1;
+    else
+      return std::nullopt;  // a bare number: refuse rather than guess the unit
     if (n > (INT64_MAX - total_ms) / unit_ms) return std::nullopt;
     total_ms += n * unit_ms;
   }

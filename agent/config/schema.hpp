@@ -127,13 +127,20 @@ class Schema {
 // Type names used in docs and wrong-type messages.
 template <class F>
 constexpr std::string_view type_name() {
-  if constexpr (std::is_same_v<F, bool>) return "boolean";
-  else if constexpr (std::is_same_v<F, std::string>) return "string";
-  else if constexpr (std::is_same_v<F, std::int64_t>) return "integer";
-  else if constexpr (std::is_same_v<F, double>) return "number";
-  else if constexpr (std::is_same_v<F, Duration>) return "duration";
-  else if constexpr (std::is_same_v<F, std::vector<std::string>>) return "list of strings";
-  else return "map of strings";
+  if constexpr (std::is_same_v<F, bool>)
+    return "boolean";
+  else if constexpr (std::is_same_v<F, std::string>)
+    return "string";
+  else if constexpr (std::is_same_v<F, std::int64_t>)
+    return "integer";
+  else if constexpr (std::is_same_v<F, double>)
+    return "number";
+  else if constexpr (std::is_same_v<F, Duration>)
+    return "duration";
+  else if constexpr (std::is_same_v<F, std::vector<std::string>>)
+    return "list of strings";
+  else
+    return "map of strings";
 }
 
 std::string join_path(std::string_view prefix, std::string_view key);
@@ -175,8 +182,8 @@ Schema<T>& Schema<T>::field(std::string key, F T::*m, std::string doc, Opts<F> o
           allowed += (allowed.empty() ? "" : ", ") + a;
         }
         if (!found) {
-          diag.error(node.Mark(), std::string(path) + ": " + quote(value) +
-                                      " is not one of: " + allowed);
+          diag.error(node.Mark(),
+                     std::string(path) + ": " + quote(value) + " is not one of: " + allowed);
           return;
         }
       }
@@ -194,7 +201,7 @@ Schema<T>& Schema<T>::field(std::string key, F T::*m, std::string doc, Opts<F> o
     return encode(v.*m);
   };
   e.document = [m, key, doc, required = opts.required](std::string_view prefix, const T& defaults,
-                                                    std::vector<FieldDoc>& out) {
+                                                       std::vector<FieldDoc>& out) {
     out.push_back({join_path(prefix, key), std::string(type_name<F>()),
                    required ? "" : render_value(encode(defaults.*m)), doc, required});
   };
@@ -245,8 +252,8 @@ void Schema<T>::parse(const YAML::Node& node, std::string_view path, T& out,
     return;
   }
   if (!node.IsMap()) {
-    diag.error(node.Mark(), std::string(path.empty() ? "file" : path) + ": expected a mapping, got " +
-                                std::string(describe_kind(node)));
+    diag.error(node.Mark(), std::string(path.empty() ? "file" : path) +
+                                ": expected a mapping, got " + std::string(describe_kind(node)));
     return;
   }
   std::vector<bool> seen(entries_.size(), false);
@@ -259,17 +266,20 @@ void Schema<T>::parse(const YAML::Node& node, std::string_view path, T& out,
     }
     const std::string key = k.Scalar();
     bool duplicate = false;
-    for (const auto& s : keys_seen) duplicate = duplicate || s == key;
+    for (const auto& s : keys_seen)
+      duplicate = duplicate || s == key;
     if (duplicate) {
       diag.error(k.Mark(), "duplicate key " + quote(join_path(path, key)));
       continue;
     }
     keys_seen.push_back(key);
     size_t i = 0;
-    while (i < entries_.size() && entries_[i].key != key) ++i;
+    while (i < entries_.size() && entries_[i].key != key)
+      ++i;
     if (i == entries_.size()) {
       std::string known;
-      for (const auto& e : entries_) known += (known.empty() ? "" : ", ") + e.key;
+      for (const auto& e : entries_)
+        known += (known.empty() ? "" : ", ") + e.key;
       diag.error(k.Mark(), "unknown key " + quote(join_path(path, key)) +
                                (known.empty() ? "" : " (known keys: " + known + ")"));
       continue;

@@ -3,8 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <mutex>
@@ -19,27 +19,42 @@ std::mutex g_write_mutex;
 }  // namespace
 
 bool parse_level(std::string_view text, Level& out) {
-  if (text == "error") out = Level::error;
-  else if (text == "warning") out = Level::warning;
-  else if (text == "info") out = Level::info;
-  else if (text == "debug") out = Level::debug;
-  else return false;
+  if (text == "error")
+    out = Level::error;
+  else if (text == "warning")
+    out = Level::warning;
+  else if (text == "info")
+    out = Level::info;
+  else if (text == "debug")
+    out = Level::debug;
+  else
+    return false;
   return true;
 }
 
 std::string_view to_string(Level level) {
   switch (level) {
-    case Level::error: return "error";
-    case Level::warning: return "warning";
-    case Level::info: return "info";
-    case Level::debug: return "debug";
+    case Level::error:
+      return "error";
+    case Level::warning:
+      return "warning";
+    case Level::info:
+      return "info";
+    case Level::debug:
+      return "debug";
   }
   return "info";
 }
 
-void set_level(Level level) { g_level.store(level, std::memory_order_relaxed); }
-Level level() { return g_level.load(std::memory_order_relaxed); }
-void set_style(Style style) { g_style.store(style, std::memory_order_relaxed); }
+void set_level(Level level) {
+  g_level.store(level, std::memory_order_relaxed);
+}
+Level level() {
+  return g_level.load(std::memory_order_relaxed);
+}
+void set_style(Style style) {
+  g_style.store(style, std::memory_order_relaxed);
+}
 
 void init_from_environment() {
   // systemd sets JOURNAL_STREAM to "dev:inode" of the stream it connected to stderr; only trust
@@ -60,7 +75,9 @@ void write(Level level, std::string_view logger, std::string_view message) {
   } else {
     const auto now = std::chrono::system_clock::now();
     const auto secs = std::chrono::system_clock::to_time_t(now);
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() %
+        1000;
     std::tm tm{};
     gmtime_r(&secs, &tm);
     char stamp[32];

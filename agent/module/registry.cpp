@@ -8,11 +8,16 @@ namespace neco {
 
 std::string_view to_string(HealthState state) {
   switch (state) {
-    case HealthState::starting: return "starting";
-    case HealthState::healthy: return "healthy";
-    case HealthState::degraded: return "degraded";
-    case HealthState::failed: return "failed";
-    case HealthState::stopped: return "stopped";
+    case HealthState::starting:
+      return "starting";
+    case HealthState::healthy:
+      return "healthy";
+    case HealthState::degraded:
+      return "degraded";
+    case HealthState::failed:
+      return "failed";
+    case HealthState::stopped:
+      return "stopped";
   }
   return "failed";
 }
@@ -34,14 +39,16 @@ bool ModuleRegistry::add(const char* name, ModuleFactory factory) {
 Expected<void> ModuleRegistry::check() const {
   if (duplicates_.empty()) return {};
   std::string names;
-  for (const auto& d : duplicates_) names += (names.empty() ? "" : ", ") + d;
+  for (const auto& d : duplicates_)
+    names += (names.empty() ? "" : ", ") + d;
   return fail(Errc::internal,
               fmt::format("module name registered more than once: {} (a build defect)", names));
 }
 
 std::vector<std::string> ModuleRegistry::names() const {
   std::vector<std::string> out;
-  for (const auto& e : entries_) out.push_back(e.name);
+  for (const auto& e : entries_)
+    out.push_back(e.name);
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -57,10 +64,10 @@ Expected<std::unique_ptr<Module>> ModuleRegistry::create(std::string_view name) 
   }
   const auto all = names();
   std::string list;
-  for (const auto& n : all) list += (list.empty() ? "" : ", ") + n;
-  return fail(Errc::not_found,
-              fmt::format("unknown module '{}' (compiled-in modules: {})", name,
-                          list.empty() ? "none" : list));
+  for (const auto& n : all)
+    list += (list.empty() ? "" : ", ") + n;
+  return fail(Errc::not_found, fmt::format("unknown module '{}' (compiled-in modules: {})", name,
+                                           list.empty() ? "none" : list));
 }
 
 void ModuleRegistry::remove(std::string_view name) {

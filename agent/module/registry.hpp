@@ -49,8 +49,7 @@ class ModuleRegistry {
 }  // namespace neco
 
 // One line at the end of a module's .cpp: NECO_REGISTER_MODULE(exporter, ExporterModule);
-#define NECO_REGISTER_MODULE(NAME, TYPE)                                                 \
-  [[maybe_unused]] static const bool neco_module_registered_##NAME =                     \
-      ::neco::ModuleRegistry::instance().add(#NAME, []() -> std::unique_ptr<::neco::Module> { \
-        return std::make_unique<TYPE>();                                                 \
-      })
+#define NECO_REGISTER_MODULE(NAME, TYPE)                             \
+  [[maybe_unused]] static const bool neco_module_registered_##NAME = \
+      ::neco::ModuleRegistry::instance().add(                        \
+          #NAME, []() -> std::unique_ptr<::neco::Module> { return std::make_unique<TYPE>(); })

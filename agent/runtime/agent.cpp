@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
@@ -12,7 +13,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fmt/format.h>
 #include <optional>
 
 #include "agent/http/server.hpp"
@@ -25,8 +25,8 @@
 #include "agent/module/registry.hpp"
 #include "agent/runtime/sd_notify.hpp"
 #include "agent/runtime/worker_pool.hpp"
-#include "agent/store/store_election.hpp"
 #include "agent/store/sqlite_store.hpp"
+#include "agent/store/store_election.hpp"
 
 namespace neco {
 namespace {
@@ -44,8 +44,8 @@ Expected<void> ensure_dir(const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
-    return fail(Errc::unavailable, fmt::format("cannot create directory '{}': {}", dir.string(),
-                                               ec.message()));
+    return fail(Errc::unavailable,
+                fmt::format("cannot create directory '{}': {}", dir.string(), ec.message()));
   }
   ::chmod(dir.c_str(), 0700);
   if (::access(dir.c_str(), W_OK) != 0) {
@@ -141,8 +141,9 @@ struct Agent::Impl : ModuleContext {
                                       .labels = {"result"}});
     reloads_ok = &reloads.with({"success"});
     reloads_failed = &reloads.with({"failure"});
-    last_reload_ok = &registry.gauge({.name = "neco_config_last_reload_successful",
-                                      .help = "1 when the last role-file reload was applied."})
+    last_reload_ok = &registry
+                          .gauge({.name = "neco_config_last_reload_successful",
+                                  .help = "1 when the last role-file reload was applied."})
                           .with();
     last_reload_ok->set(1);
     store_latency = &registry.histogram({.name = "neco_store_operation_duration_seconds",
@@ -153,9 +154,8 @@ struct Agent::Impl : ModuleContext {
                                       .help = "Store operations that failed, by operation.",
                                       .labels = {"operation"}});
     collectors.push_back(registry.add_collector(metrics::process_collector()));
-    collectors.push_back(registry.add_collector([this](std::vector<metrics::MetricFamily>& out) {
-      collect_agent(out);
-    }));
+    collectors.push_back(registry.add_collector(
+        [this](std::vector<metrics::MetricFamily>& out) { collect_agent(out); }));
   }
 
   // Scrape-time values read from the running parts (modules, servers, pool, election).
@@ -260,8 +260,7 @@ struct Agent::Impl : ModuleContext {
     lo.candidate = role.core.node.name;
     lo.ttl_seconds = std::max<std::int64_t>(1, role.core.store.election_ttl.count() / 1000);
     leader = std::make_unique<store::LeaderLoop>(
-        *store_, lo,
-        [this](std::int64_t t) { asio::post(io, [this, t] { become_leader(t); }); },
+        *store_, lo, [this](std::int64_t t) { asio::post(io, [this, t] { become_leader(t); }); },
         [this] { asio::post(io, [this] { become_follower(); }); });
     return leader->start();
   }
@@ -291,22 +290,27 @@ struct Agent::Impl : ModuleContext {
       auto ok = router->add(path, std::move(help), std::move(h), mutates);
       if (!ok) kLog.error("Failed to add route '{}': {}", path, ok.error().message);
     };
-    add("/healthz", "liveness: 200 while the event loop answers",
+    add(
+        "/healthz", "liveness: 200 while the event loop answers",
         [](Request&) -> asio::awaitable<Response> {
           co_return Response::json({{"status", "ok"}});
         },
         false);
-    add("/readyz", "readiness: 200 when every module started and is healthy, else 503",
+    add(
+        "/readyz", "readiness: 200 when every module started and is healthy, else 503",
         [this](Request&) -> asio::awaitable<Response> { co_return readiness(); }, false);
-    add("/status", "node, version, uptime, leader and module health",
+    add(
+        "/status", "node, version, uptime, leader and module health",
         [this](Request&) -> asio::awaitable<Response> { co_return Response::json(status()); },
         false);
-    add("/config", "effective configuration (secrets redacted)",
+    add(
+        "/config", "effective configuration (secrets redacted)",
         [this](Request&) -> asio::awaitable<Response> {
           co_return Response::json(effective_config());
         },
         false);
-    add("/v1/agent/reload", "re-read the role file (as SIGHUP does); 200 with the outcome",
+    add(
+        "/v1/agent/reload", "re-read the role file (as SIGHUP does); 200 with the outcome",
         [this](Request&) -> asio::awaitable<Response> {
           auto r = co_await reload_now();
           if (!r) co_return error_response(Status::unprocessable_entity, r.error());
@@ -319,7 +323,8 @@ struct Agent::Impl : ModuleContext {
     }
     // /help last, so it lists itself and every other route.
     std::weak_ptr<http::Router> weak = router;
-    add("/help", "every route with its help text",
+    add(
+        "/help", "every route with its help text",
         [weak](Request&) -> asio::awaitable<Response> {
           nlohmann::json routes = nlohmann::json::array();
           if (auto r = weak.lock()) {
@@ -401,9 +406,8 @@ struct Agent::Impl : ModuleContext {
         {"version", NECO_VERSION},
         {"pid", ::getpid()},
         {"uptime_seconds", uptime},
-        {"started_at", std::chrono::duration_cast<std::chrono::seconds>(
-                           started_wall.time_since_epoch())
-                           .count()},
+        {"started_at",
+         std::chrono::duration_cast<std::chrono::seconds>(started_wall.time_since_epoch()).count()},
         {"controller", role.core.controller},
         {"role_file", role.path},
         {"modules", mods},
@@ -425,21 +429,23 @@ struct Agent::Impl : ModuleContext {
 
   nlohmann::json effective_config() {
     nlohmann::json mods = nlohmann::json::object();
-    for (const auto& m : modules) mods[std::string(m->name())] = m->effective_config();
+    for (const auto& m : modules)
+      mods[std::string(m->name())] = m->effective_config();
     auto core = config::dump_core(role.core);
     core["modules"] = mods;
-    return {{"file", role.path},
-            {"loaded_at", std::chrono::duration_cast<std::chrono::seconds>(
-                              loaded_wall.time_since_epoch())
-                              .count()},
-            {"config", core}};
+    return {
+        {"file", role.path},
+        {"loaded_at",
+         std::chrono::duration_cast<std::chrono::seconds>(loaded_wall.time_since_epoch()).count()},
+        {"config", core}};
   }
 
   // Reads the file again and applies what can change live; all or nothing.
   asio::awaitable<Expected<void>> reload_now() {
     if (reloading) co_return fail(Errc::unavailable, "a reload is already running");
     reloading = true;
-    notifier.notify(fmt::format("RELOADING=1\nMONOTONIC_USEC={}", SystemdNotifier::monotonic_usec()));
+    notifier.notify(
+        fmt::format("RELOADING=1\nMONOTONIC_USEC={}", SystemdNotifier::monotonic_usec()));
     const std::string path = role.path;
     auto job = [path] { return load_config(path); };
     auto loaded = co_await pool->run(std::move(job), std::chrono::seconds(30));
@@ -468,7 +474,8 @@ struct Agent::Impl : ModuleContext {
     // The module set and non-reloadable sections are fixed for the life of the process.
     auto names = [](const config::RoleFile& r) {
       std::vector<std::string> n;
-      for (const auto& m : r.modules) n.push_back(m.name);
+      for (const auto& m : r.modules)
+        n.push_back(m.name);
       return n;
     };
     if (names(role) != names(next.role)) {
@@ -489,7 +496,8 @@ struct Agent::Impl : ModuleContext {
     }
     if (!problems.empty()) {
       std::string text;
-      for (const auto& p : problems) text += (text.empty() ? "" : "\n") + role.path + ": " + p;
+      for (const auto& p : problems)
+        text += (text.empty() ? "" : "\n") + role.path + ": " + p;
       return fail(Errc::failed_precondition, text);
     }
     // Everything validated: commit. A module's configure() on the live instance parses the
@@ -528,8 +536,8 @@ struct Agent::Impl : ModuleContext {
       if (ec) return;
       if (sig == SIGHUP) {
         kLog.info("SIGHUP: reloading '{}'", role.path);
-        asio::co_spawn(io, [this]() -> asio::awaitable<void> { (void)co_await reload_now(); },
-                       asio::detached);
+        asio::co_spawn(
+            io, [this]() -> asio::awaitable<void> { (void)co_await reload_now(); }, asio::detached);
         wait_signals();
         return;
       }
@@ -622,7 +630,8 @@ struct Agent::Impl : ModuleContext {
     notifier.notify("STOPPING=1");
     signals.cancel();
     watchdog.cancel();
-    asio::co_spawn(io, [this]() -> asio::awaitable<void> { co_await shutdown(); }, asio::detached);
+    asio::co_spawn(
+        io, [this]() -> asio::awaitable<void> { co_await shutdown(); }, asio::detached);
   }
 
   asio::awaitable<void> shutdown() {

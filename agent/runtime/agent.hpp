@@ -5,8 +5,8 @@
 
 #include <utility>  // before Asio (Boost 1.74)
 
-#include <boost/asio/io_context.hpp>
 #include <atomic>
+#include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <memory>
 #include <nlohmann/json.hpp>

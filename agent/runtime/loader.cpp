@@ -26,10 +26,12 @@ Expected<LoadedConfig> load_config(const std::string& path) {
     }
     loaded.modules.push_back(std::move(*module));
   }
-  for (const auto& line : diag.lines()) errors.insert(errors.begin(), line);
+  for (const auto& line : diag.lines())
+    errors.insert(errors.begin(), line);
   if (!errors.empty()) {
     std::string text;
-    for (const auto& e : errors) text += (text.empty() ? "" : "\n") + e;
+    for (const auto& e : errors)
+      text += (text.empty() ? "" : "\n") + e;
     return fail(Errc::invalid_argument, text);
   }
   return loaded;

@@ -6,6 +6,7 @@
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange
 
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -13,7 +14,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -100,7 +100,8 @@ auto WorkerPool::run(F f, std::chrono::milliseconds deadline)
       if (ec) return;  // cancelled: the worker finished first
       if (auto h = state->take()) {
         timeouts_.fetch_add(1, std::memory_order_relaxed);
-        (*h)(R(std::unexpected(Error{Errc::deadline_exceeded, "blocking call ran past its deadline"})));
+        (*h)(R(std::unexpected(
+            Error{Errc::deadline_exceeded, "blocking call ran past its deadline"})));
       }
     });
     in_flight_.fetch_add(1, std::memory_order_relaxed);

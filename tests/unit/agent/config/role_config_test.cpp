@@ -31,8 +31,8 @@ TEST_CASE("a minimal role file takes every default", "[config]") {
 TEST_CASE("every shipped example role file is valid", "[config]") {
   for (const char* name : {"single-node", "controller", "node"}) {
     INFO(name);
-    auto r = neco::config::load_role_file(std::string(NECO_SOURCE_ROOT) + "/config/roles/" +
-                                          name + ".yaml");
+    auto r = neco::config::load_role_file(std::string(NECO_SOURCE_ROOT) + "/config/roles/" + name +
+                                          ".yaml");
     REQUIRE(r.has_value());
   }
 }
@@ -69,7 +69,8 @@ TEST_CASE("out-of-range values name the range", "[config]") {
 
 TEST_CASE("missing required fields are reported", "[config]") {
   CHECK(error_of("controller: true\n") == "role.yaml:1:1: missing required field 'node'");
-  CHECK(error_of("node:\n  labels: {a: b}\n") == "role.yaml:2:3: missing required field 'node.name'");
+  CHECK(error_of("node:\n  labels: {a: b}\n") ==
+        "role.yaml:2:3: missing required field 'node.name'");
   CHECK(error_of("") ==
         "role.yaml:1:1: the role file is empty; it needs at least 'node: {name: ...}'");
 }
@@ -99,13 +100,13 @@ TEST_CASE("node names and paths are checked", "[config]") {
         std::string::npos);
   CHECK(error_of("node:\n  name: n1\nstate_dir: relative/dir\n") ==
         "role.yaml:3:12: state_dir: 'relative/dir' must be an absolute path");
-  CHECK(error_of("node:\n  name: n1\nadmin:\n  address: 127.0.0.1:80\n").find("looks like host:port") !=
-        std::string::npos);
+  CHECK(error_of("node:\n  name: n1\nadmin:\n  address: 127.0.0.1:80\n")
+            .find("looks like host:port") != std::string::npos);
 }
 
 TEST_CASE("only controllers have a store", "[config]") {
-  CHECK(error_of("node:\n  name: n1\nstore:\n  backend: sqlite\n").find(
-            "role.yaml:4:3: store: only controllers have a store") != std::string::npos);
+  CHECK(error_of("node:\n  name: n1\nstore:\n  backend: sqlite\n")
+            .find("role.yaml:4:3: store: only controllers have a store") != std::string::npos);
   CHECK(error_of("node:\n  name: n1\ncontroller: true\nstore:\n  backend: etcd\n") ==
         "role.yaml:5:12: store.backend: 'etcd' is not one of: sqlite");
 }

@@ -6,11 +6,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <catch2/catch.hpp>
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange
+
 #include <fmt/format.h>
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <catch2/catch.hpp>
 #include <thread>
 
 #include "agent/cli/admin_client.hpp"
@@ -213,7 +215,8 @@ TEST_CASE("an agent runs a module from its role file, serves, reloads and stops"
 
   const auto help = get_json(t, "/help");
   std::vector<std::string> paths;
-  for (const auto& r : help["routes"]) paths.push_back(r["path"]);
+  for (const auto& r : help["routes"])
+    paths.push_back(r["path"]);
   for (const char* p : {"/healthz", "/readyz", "/status", "/config", "/help", "/v1/echo/hello",
                         "/v1/echo/echo", "/v1/agent/reload"}) {
     CHECK(std::find(paths.begin(), paths.end(), p) != paths.end());
@@ -248,8 +251,8 @@ TEST_CASE("an agent runs a module from its role file, serves, reloads and stops"
 
   // A broken file, and a change only a restart can apply, are refused; the last good config
   // keeps running.
-  neco::testing::write_file(role, role_text(dir.path(), admin_port, metrics_port, "x",
-                                            "    colour: blue\n"));
+  neco::testing::write_file(
+      role, role_text(dir.path(), admin_port, metrics_port, "x", "    colour: blue\n"));
   auto refused = admin_request(t, "POST", "/v1/agent/reload");
   REQUIRE(refused.has_value());
   CHECK(refused->status == 422);
@@ -302,27 +305,32 @@ TEST_CASE("a listener that cannot bind fails start with advice", "[agent]") {
 
 TEST_CASE("the worker pool returns results, enforces deadlines and bounds its queue", "[agent]") {
   boost::asio::io_context io;
-  neco::WorkerPool pool(1, 2);
+  neco::WorkerPool pool(1, 1);
   std::vector<neco::Expected<int>> results;
   std::atomic<bool> release{false};
   boost::asio::co_spawn(
       io,
       [&]() -> boost::asio::awaitable<void> {
-        results.push_back(co_await pool.run([]() -> neco::Expected<int> { return 42; },
-                                            std::chrono::seconds(5)));
-        results.push_back(co_await pool.run(
-            [&]() -> neco::Expected<int> {
-              while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-              return 1;
-            },
-            std::chrono::milliseconds(50)));
+        auto quick = []() -> neco::Expected<int> { return 42; };
+        results.push_back(co_await pool.run(std::move(quick), std::chrono::seconds(5)));
+        auto stuck = [&]() -> neco::Expected<int> {
+          while (!release)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          return 1;
+        };
+        results.push_back(co_await pool.run(std::move(stuck), std::chrono::milliseconds(50)));
+        // The stuck call still occupies the only queue slot: the next one is refused at once.
+        auto refused = []() -> neco::Expected<int> { return 7; };
+        results.push_back(co_await pool.run(std::move(refused), std::chrono::seconds(5)));
         release = true;
       },
       boost::asio::detached);
   io.run();
-  REQUIRE(results.size() == 2);
+  REQUIRE(results.size() == 3);
   CHECK(results[0].value() == 42);
   REQUIRE_FALSE(results[1].has_value());
   CHECK(results[1].error().code == neco::Errc::deadline_exceeded);
+  REQUIRE_FALSE(results[2].has_value());
+  CHECK(results[2].error().code == neco::Errc::unavailable);
   CHECK(pool.timeouts() == 1);
 }
