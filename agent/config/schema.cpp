@@ -13,6 +13,40 @@ bool is_quoted(const YAML::Node& node) {
   return node.Tag() == "!";
 }
 
+// YAML text is Unicode; yaml-cpp passes invalid UTF-8 through, and such a value would break
+// every JSON consumer (/config, --json) later. Refuse it where it is written.
+bool valid_utf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    char32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      n = 1, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;  // truncated sequence
+    for (size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
+    static constexpr char32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
 std::string wrong_type(std::string_view path, std::string_view want, const YAML::Node& node) {
   std::string got(describe_kind(node));
   if (node.IsScalar()) got += " " + quote(node.Scalar());
@@ -77,6 +111,10 @@ bool decode(const YAML::Node& node, std::string_view path, bool& out, Diagnostic
 bool decode(const YAML::Node& node, std::string_view path, std::string& out, Diagnostics& diag) {
   if (!node.IsScalar()) {
     diag.error(node.Mark(), wrong_type(path, "a string", node));
+    return false;
+  }
+  if (!valid_utf8(node.Scalar())) {
+    diag.error(node.Mark(), fmt::format("{}: not valid UTF-8", path));
     return false;
   }
   out = node.Scalar();
@@ -155,6 +193,11 @@ bool decode(const YAML::Node& node, std::string_view path, std::map<std::string,
       continue;
     }
     key = kv.first.Scalar();
+    if (!valid_utf8(key)) {
+      diag.error(kv.first.Mark(), fmt::format("{}: a key is not valid UTF-8", path));
+      ok = false;
+      continue;
+    }
     if (values.count(key) != 0) {
       diag.error(kv.first.Mark(), fmt::format("duplicate key {}", quote(join_path(path, key))));
       ok = false;

@@ -92,15 +92,15 @@ class Schema {
  public:
   // Declares a field bound to member `m`; its default is whatever T{} holds.
   template <class F>
-  Schema& field(std::string key, F T::*m, std::string doc, Opts<F> opts = {});
+  Schema& field(const std::string& key, F T::*m, const std::string& doc, Opts<F> opts = {});
 
   // Declares a nested mapping parsed by its own schema.
   template <class S>
-  Schema& section(std::string key, S T::*m, const Schema<S>& schema, std::string doc,
+  Schema& section(const std::string& key, S T::*m, const Schema<S>& schema, const std::string& doc,
                   bool required = false);
 
   // Declares a key that is valid here but parsed by someone else (for example `modules`).
-  Schema& external(std::string key, std::string doc);
+  Schema& external(const std::string& key, const std::string& doc);
 
   // Parses `node` (a mapping or null) into `out`, which already holds the defaults.
   // Unknown keys, wrong types, out-of-range values and missing required fields are reported.
@@ -149,10 +149,8 @@ std::string render_value(const nlohmann::json& v);
 
 template <class T>
 template <class F>
-Schema<T>& Schema<T>::field(std::string key, F T::*m, std::string doc, Opts<F> opts) {
+Schema<T>& Schema<T>::field(const std::string& key, F T::*m, const std::string& doc, Opts<F> opts) {
   Entry e;
-  e.key = key;
-  e.doc = doc;
   e.required = opts.required;
   e.parse = [m, opts](const YAML::Node& node, std::string_view path, T& out, Diagnostics& diag) {
     F value{};
@@ -205,18 +203,18 @@ Schema<T>& Schema<T>::field(std::string key, F T::*m, std::string doc, Opts<F> o
     out.push_back({join_path(prefix, key), std::string(type_name<F>()),
                    required ? "" : render_value(encode(defaults.*m)), doc, required});
   };
+  e.key = key;
+  e.doc = doc;
   entries_.push_back(std::move(e));
   return *this;
 }
 
 template <class T>
 template <class S>
-Schema<T>& Schema<T>::section(std::string key, S T::*m, const Schema<S>& schema, std::string doc,
-                              bool required) {
+Schema<T>& Schema<T>::section(const std::string& key, S T::*m, const Schema<S>& schema,
+                              const std::string& doc, bool required) {
   auto shared = std::make_shared<Schema<S>>(schema);
   Entry e;
-  e.key = key;
-  e.doc = doc;
   e.required = required;
   e.parse = [m, shared](const YAML::Node& node, std::string_view path, T& out, Diagnostics& diag) {
     shared->parse(node, path, out.*m, diag);
@@ -226,15 +224,17 @@ Schema<T>& Schema<T>::section(std::string key, S T::*m, const Schema<S>& schema,
                                 std::vector<FieldDoc>& out) {
     shared->document(join_path(prefix, key), defaults.*m, out);
   };
+  e.key = key;
+  e.doc = doc;
   entries_.push_back(std::move(e));
   return *this;
 }
 
 template <class T>
-Schema<T>& Schema<T>::external(std::string key, std::string doc) {
+Schema<T>& Schema<T>::external(const std::string& key, const std::string& doc) {
   Entry e;
-  e.key = std::move(key);
-  e.doc = std::move(doc);
+  e.key = key;
+  e.doc = doc;
   e.parse = [](const YAML::Node&, std::string_view, T&, Diagnostics&) {};
   entries_.push_back(std::move(e));
   return *this;

@@ -1,7 +1,7 @@
 // Fuzz target: arbitrary bytes as an HTTP request through Beast's parser (with the server's
 // default limits), then the request-target parsing and Router matching the server would do.
 // Built two ways: with clang and -fsanitize=fuzzer as a libFuzzer target, and with any compiler
-// and -DNECO_FUZZ_REPLAY as a plain driver that replays a corpus in the ordinary test run.
+// and with replay_main.cpp as a plain driver that replays a corpus in the ordinary test run.
 #include <utility>
 
 #include <boost/asio/buffer.hpp>
@@ -115,35 +115,3 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
-
-#ifdef NECO_FUZZ_REPLAY
-#include <algorithm>
-#include <filesystem>
-#include <fstream>
-#include <iostream>
-#include <iterator>
-#include <vector>
-
-// Replays files (or every file in given directories) through the entry point.
-int main(int argc, char** argv) {
-  std::vector<std::filesystem::path> files;
-  for (int i = 1; i < argc; ++i) {
-    const std::filesystem::path arg(argv[i]);
-    if (std::filesystem::is_directory(arg)) {
-      for (const auto& e : std::filesystem::directory_iterator(arg)) {
-        if (e.is_regular_file()) files.push_back(e.path());
-      }
-    } else {
-      files.push_back(arg);
-    }
-  }
-  std::sort(files.begin(), files.end());
-  for (const auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
-  }
-  std::cout << "replayed " << files.size() << " inputs\n";
-  return files.empty() ? 1 : 0;
-}
-#endif

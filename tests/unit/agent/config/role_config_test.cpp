@@ -172,3 +172,19 @@ TEST_CASE("restart-only changes are told apart from live ones", "[config]") {
   const auto changed = neco::config::restart_only_changes(a, b);
   CHECK(changed == std::vector<std::string>{"node.name", "admin"});
 }
+
+TEST_CASE("strings must be valid UTF-8", "[config]") {
+  // A YAML escape is a code point, not a byte: "\xff" is U+00FF, which is fine.
+  CHECK(parse_role_text("node:\n  name: n1\n  labels: {rack: \"\\xff\"}\n", "r").has_value());
+  CHECK(error_of("node:\n  name: n1\nstate_dir: /v\xff\n") ==
+        "role.yaml:3:12: state_dir: not valid UTF-8");
+  CHECK(error_of("node:\n  name: n1\n  labels: {\"r\xc3\": x}\n") ==
+        "role.yaml:3:12: node.labels: a key is not valid UTF-8");
+  CHECK(error_of("node:\n  name: n1\nstate_dir: /v\xed\xa0\x80\n").find("not valid UTF-8") !=
+        std::string::npos);  // an encoded surrogate
+  auto ok = parse_role_text(
+      "node:\n  name: n1\n  labels: {city: \"K\xc3\xb8"
+      "benhavn\"}\n",
+      "r");
+  CHECK(ok.has_value());
+}
