@@ -21,15 +21,6 @@ std::optional<std::string_view> find_first(const Pairs& pairs, std::string_view 
 
 }  // namespace
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
-
 std::optional<std::string_view> Request::header(std::string_view name) const {
   for (const auto& [k, v] : headers) {
     if (iequals(k, name)) return std::string_view(v);

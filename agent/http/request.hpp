@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "agent/util/error.hpp"
+#include "agent/util/text.hpp"
 
 namespace neco::http {
 
@@ -59,7 +60,7 @@ Expected<Pairs> parse_query(std::string_view raw_query);
 // Parses an origin-form ("/p?q") or absolute-form ("http://h/p?q") request-target.
 Expected<Target> parse_target(std::string_view target);
 
-// ASCII case-insensitive equality, as header names compare.
-bool iequals(std::string_view a, std::string_view b) noexcept;
+// ASCII case-insensitive equality, as header names compare (shared with the rest of the core).
+using ::neco::iequals;
 
 }  // namespace neco::http

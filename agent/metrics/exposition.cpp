@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "agent/log/log.hpp"
+#include "agent/util/text.hpp"
 
 namespace neco::metrics {
 
@@ -17,32 +18,6 @@ const log::Logger& logger() {
 
 // ---- negotiation ----
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; };
-           return lower(x) == lower(y);
-         });
-}
-
-// Calls fn(part) for each `sep`-separated part, trimmed.
-template <class Fn>
-void split(std::string_view s, char sep, Fn&& fn) {
-  while (true) {
-    auto pos = s.find(sep);
-    fn(trim(s.substr(0, pos)));
-    if (pos == std::string_view::npos) return;
-    s.remove_prefix(pos + 1);
-  }
-}
-
 struct MediaRange {
   std::string_view type;     // "text", "application", "*"
   std::string_view subtype;  // "plain", "openmetrics-text", "*"
@@ -53,18 +28,18 @@ struct MediaRange {
 MediaRange parse_range(std::string_view text) {
   MediaRange range;
   bool first = true;
-  split(text, ';', [&](std::string_view part) {
+  for_each_item(text, ';', [&](std::string_view part) {
     if (first) {
       first = false;
       auto slash = part.find('/');
-      range.type = trim(part.substr(0, slash));
-      range.subtype = slash == std::string_view::npos ? "" : trim(part.substr(slash + 1));
+      range.type = trim_ows(part.substr(0, slash));
+      range.subtype = slash == std::string_view::npos ? "" : trim_ows(part.substr(slash + 1));
       return;
     }
     auto eq = part.find('=');
     if (eq == std::string_view::npos) return;
-    auto key = trim(part.substr(0, eq));
-    auto value = trim(part.substr(eq + 1));
+    auto key = trim_ows(part.substr(0, eq));
+    auto value = trim_ows(part.substr(eq + 1));
     if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
       value = value.substr(1, value.size() - 2);
     }
@@ -257,7 +232,7 @@ std::string_view content_type(Format format) noexcept {
 
 Format negotiate(std::string_view accept_header) {
   std::vector<MediaRange> ranges;
-  split(accept_header, ',', [&](std::string_view part) {
+  for_each_item(accept_header, ',', [&](std::string_view part) {
     if (!part.empty()) ranges.push_back(parse_range(part));
   });
   Match om = best_match(ranges, {"application", "openmetrics-text", "1.0.0"});

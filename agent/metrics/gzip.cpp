@@ -7,6 +7,8 @@
 #include <new>
 #include <stdexcept>
 
+#include "agent/util/text.hpp"
+
 namespace neco::metrics {
 
 namespace {
@@ -53,25 +55,6 @@ std::string gzip_compress(std::string_view data, int level) {
   return out;
 }
 
-namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; };
-           return lower(x) == lower(y);
-         });
-}
-
-}  // namespace
-
 bool accepts_gzip(std::string_view accept_encoding) {
   double gzip_q = -1;  // -1: not mentioned
   double star_q = -1;
@@ -81,12 +64,12 @@ bool accepts_gzip(std::string_view accept_encoding) {
     accept_encoding.remove_prefix(comma == std::string_view::npos ? accept_encoding.size()
                                                                   : comma + 1);
     auto semi = item.find(';');
-    std::string_view coding = trim(item.substr(0, semi));
+    std::string_view coding = trim_ows(item.substr(0, semi));
     double q = 1;
     while (semi != std::string_view::npos) {
       item.remove_prefix(semi + 1);
       semi = item.find(';');
-      std::string_view param = trim(item.substr(0, semi));
+      std::string_view param = trim_ows(item.substr(0, semi));
       if (param.size() > 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
         param.remove_prefix(2);
         auto [ptr, ec] = std::from_chars(param.data(), param.data() + param.size(), q);

@@ -133,4 +133,11 @@ std::string format_value(double value) {
   return out;
 }
 
+const MetricFamily* find_family(std::span<const MetricFamily> families, std::string_view name) {
+  for (const auto& f : families) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
 }  // namespace neco::metrics

@@ -72,6 +72,9 @@ struct MetricFamily {
   }
 };
 
+// The family named `name` in a scrape, or nullptr.
+const MetricFamily* find_family(std::span<const MetricFamily> families, std::string_view name);
+
 // Prometheus metric name rule for instrumentation: [a-zA-Z_][a-zA-Z0-9_]*, no "__" prefix.
 // Colons are refused: Prometheus reserves them for recording rules.
 bool valid_metric_name(std::string_view name) noexcept;

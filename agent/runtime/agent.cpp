@@ -13,7 +13,10 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
+#include <thread>
 
 #include "agent/http/server.hpp"
 #include "agent/log/log.hpp"
@@ -623,10 +626,38 @@ struct Agent::Impl : ModuleContext {
     return {};
   }
 
+  // A hard bound on the whole stop: a module's stop() or a worker stuck in a blocking call
+  // (a hung mount, a dead peer) must not keep the process alive past what systemd expects.
+  std::mutex stop_mutex;
+  std::condition_variable stop_cv;
+  bool stop_done = false;
+  std::thread stop_guard;
+
+  void arm_stop_guard() {
+    const auto bound = role.core.shutdown_timeout + std::chrono::seconds(5);
+    stop_guard = std::thread([this, bound] {
+      std::unique_lock lock(stop_mutex);
+      if (stop_cv.wait_for(lock, bound, [this] { return stop_done; })) return;
+      kLog.error("Failed to stop within {}: exiting without waiting for stuck work",
+                 config::format_duration(std::chrono::duration_cast<config::Duration>(bound)));
+      std::_Exit(1);
+    });
+  }
+
+  void disarm_stop_guard() {
+    {
+      std::lock_guard lock(stop_mutex);
+      stop_done = true;
+    }
+    stop_cv.notify_all();
+    if (stop_guard.joinable()) stop_guard.join();
+  }
+
   void begin_stop() {
     if (stopping) return;
     stopping = true;
     owner.ready_ = false;
+    arm_stop_guard();
     notifier.notify("STOPPING=1");
     signals.cancel();
     watchdog.cancel();
@@ -663,6 +694,7 @@ int Agent::run() {
   }
   impl_->io.run();
   if (impl_->pool) impl_->pool->join();
+  impl_->disarm_stop_guard();
   kLog.info("Stopped");
   return 0;
 }

@@ -8,15 +8,7 @@
 
 using namespace neco::metrics;
 
-namespace {
-
-const MetricFamily* find(const std::vector<MetricFamily>& families, std::string_view name) {
-  auto it = std::find_if(families.begin(), families.end(),
-                         [&](const MetricFamily& f) { return f.name == name; });
-  return it == families.end() ? nullptr : &*it;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("parse_proc_stat handles command names with spaces and parentheses") {
   constexpr std::string_view line =
@@ -53,22 +45,23 @@ TEST_CASE("the process collector reports this process") {
                     "process_virtual_memory_bytes", "process_open_fds", "process_max_fds",
                     "process_start_time_seconds"}) {
     INFO(name);
-    const MetricFamily* family = find(families, name);
+    const MetricFamily* family = find_family(families, name);
     REQUIRE(family != nullptr);
     REQUIRE(family->samples.size() == 1);
     CHECK(family->samples[0].value >= 0);
     CHECK_FALSE(family->help.empty());
   }
-  CHECK(find(families, "process_cpu_seconds_total")->type == MetricType::counter);
-  CHECK(find(families, "process_open_fds")->samples[0].value >= 3);  // stdin/out/err at least
-  CHECK(find(families, "process_max_fds")->samples[0].value >=
-        find(families, "process_open_fds")->samples[0].value);
-  CHECK(find(families, "process_resident_memory_bytes")->samples[0].value > 0);
-  CHECK(find(families, "process_virtual_memory_bytes")->samples[0].value >=
-        find(families, "process_resident_memory_bytes")->samples[0].value);
+  CHECK(find_family(families, "process_cpu_seconds_total")->type == MetricType::counter);
+  CHECK(find_family(families, "process_open_fds")->samples[0].value >=
+        3);  // stdin/out/err at least
+  CHECK(find_family(families, "process_max_fds")->samples[0].value >=
+        find_family(families, "process_open_fds")->samples[0].value);
+  CHECK(find_family(families, "process_resident_memory_bytes")->samples[0].value > 0);
+  CHECK(find_family(families, "process_virtual_memory_bytes")->samples[0].value >=
+        find_family(families, "process_resident_memory_bytes")->samples[0].value);
   double now =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-  double start = find(families, "process_start_time_seconds")->samples[0].value;
+  double start = find_family(families, "process_start_time_seconds")->samples[0].value;
   CHECK(start <= now + 2);    // btime is whole seconds
   CHECK(start > now - 3600);  // this test process started moments ago
 

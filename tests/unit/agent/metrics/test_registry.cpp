@@ -13,12 +13,6 @@ using namespace neco::metrics;
 
 namespace {
 
-const MetricFamily* find(const std::vector<MetricFamily>& families, std::string_view name) {
-  auto it = std::find_if(families.begin(), families.end(),
-                         [&](const MetricFamily& f) { return f.name == name; });
-  return it == families.end() ? nullptr : &*it;
-}
-
 // The pattern modules follow: every metric of the module declared in one place, as references
 // initialised from one constructor, then used through cached children.
 struct HttpMetrics {
@@ -57,7 +51,7 @@ TEST_CASE("a module declares its metrics once in one struct") {
 
   auto families = registry.collect();
   CHECK(families.size() == 3);
-  const MetricFamily* requests = find(families, "neco_http_requests_total");
+  const MetricFamily* requests = find_family(families, "neco_http_requests_total");
   REQUIRE(requests != nullptr);
   CHECK(requests->type == MetricType::counter);
   REQUIRE(requests->samples.size() == 1);
@@ -291,9 +285,9 @@ TEST_CASE("a throwing collector loses only its own output") {
       [](std::vector<MetricFamily>& out) { out.emplace_back().name = "fine"; });
   auto families = registry.collect();
   REQUIRE(families.size() == 2);
-  CHECK(find(families, "native") != nullptr);
-  CHECK(find(families, "fine") != nullptr);
-  CHECK(find(families, "half_done") == nullptr);
+  CHECK(find_family(families, "native") != nullptr);
+  CHECK(find_family(families, "fine") != nullptr);
+  CHECK(find_family(families, "half_done") == nullptr);
 }
 
 TEST_CASE("MetricFamily::add_histogram lays out buckets, sum and count") {

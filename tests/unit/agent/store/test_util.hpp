@@ -13,40 +13,16 @@
 #include <vector>
 
 #include "agent/store/store.hpp"
+#include "tests/support/test_support.hpp"
 
 namespace neco::store::testing {
 
-// A fresh directory under $TMPDIR, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    auto base = std::filesystem::temp_directory_path() / "neco-store-XXXXXX";
-    std::string tmpl = base.string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using neco::testing::TempDir;
 
 // Polls `pred` until it holds or `timeout` passes; returns its last value.
 inline bool wait_until(const std::function<bool()>& pred,
                        std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= deadline) return pred();
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
+  return neco::testing::wait_for(pred, timeout);
 }
 
 // Records every watch response; thread-safe.
