@@ -80,11 +80,8 @@ bool is_disconnect(const error_code& ec) {
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Impl> {
-  Impl(asio::any_io_executor executor, ServerLimits lim, log::Logger log)
-      : ex(asio::make_strand(std::move(executor))),
-        limits(lim),
-        logger(std::move(log)),
-        grace_timer(ex) {}
+  Impl(const asio::any_io_executor& executor, ServerLimits lim, log::Logger log)
+      : ex(asio::make_strand(executor)), limits(lim), logger(std::move(log)), grace_timer(ex) {}
 
   asio::any_io_executor ex;  // a strand: every member below is touched only on it
   ServerLimits limits;
@@ -426,8 +423,8 @@ asio::awaitable<void> Server::Impl::linger_close(Session<Protocol>& session) {
   }
 }
 
-Server::Server(asio::any_io_executor executor, ServerLimits limits, log::Logger logger)
-    : impl_(std::make_shared<Impl>(std::move(executor), limits, std::move(logger))) {}
+Server::Server(const asio::any_io_executor& executor, ServerLimits limits, log::Logger logger)
+    : impl_(std::make_shared<Impl>(executor, limits, std::move(logger))) {}
 
 Server::Server(asio::io_context& io, ServerLimits limits, log::Logger logger)
     : Server(io.get_executor(), limits, std::move(logger)) {}
@@ -445,7 +442,7 @@ Server::~Server() {
 }
 
 void Server::set_router(std::shared_ptr<const Router> router) {
-  impl_->router.store(router);
+  impl_->router.store(std::move(router));
 }
 
 std::shared_ptr<const Router> Server::router() const {

@@ -28,8 +28,8 @@ namespace neco::http {
 
 // Bounds on what one client may cost the agent. Defaults suit the admin endpoint.
 struct ServerLimits {
-  std::size_t max_header_bytes = 8 * 1024;           // larger request headers get 431 and a close
-  std::size_t max_body_bytes = 1024 * 1024;          // larger bodies get 413 and a close
+  std::size_t max_header_bytes = 8UL * 1024;         // larger request headers get 431 and a close
+  std::size_t max_body_bytes = 1024UL * 1024;        // larger bodies get 413 and a close
   std::size_t max_connections = 512;                 // excess connections are accepted and closed
   std::chrono::milliseconds header_timeout{10'000};  // whole request header, from first byte
   std::chrono::milliseconds body_timeout{30'000};    // whole request body, after the header
@@ -59,7 +59,7 @@ struct ServerStats {
 class Server {
  public:
   // `logger` names the listener in logs ("http.admin", "http.metrics").
-  Server(boost::asio::any_io_executor executor, ServerLimits limits, log::Logger logger);
+  Server(const boost::asio::any_io_executor& executor, ServerLimits limits, log::Logger logger);
   // Convenience for the common case of the agent's io_context.
   Server(boost::asio::io_context& io, ServerLimits limits, log::Logger logger);
   // Closes listeners and connections at once (no grace); in-flight handlers run to completion.

@@ -47,6 +47,7 @@ Expected<void> ModuleRegistry::check() const {
 
 std::vector<std::string> ModuleRegistry::names() const {
   std::vector<std::string> out;
+  out.reserve(entries_.size());
   for (const auto& e : entries_)
     out.push_back(e.name);
   std::sort(out.begin(), out.end());

@@ -49,7 +49,9 @@ class ModuleRegistry {
 }  // namespace neco
 
 // One line at the end of a module's .cpp: NECO_REGISTER_MODULE(exporter, ExporterModule);
-#define NECO_REGISTER_MODULE(NAME, TYPE)                             \
-  [[maybe_unused]] static const bool neco_module_registered_##NAME = \
-      ::neco::ModuleRegistry::instance().add(                        \
+// Registration is static initialisation by design: only bad_alloc can escape add(), and that
+// terminates the process, which is all that could be done about it anyway (cert-err58-cpp).
+#define NECO_REGISTER_MODULE(NAME, TYPE)                                                          \
+  [[maybe_unused]] static const bool neco_module_registered_##NAME = /* NOLINT(cert-err58-cpp) */ \
+      ::neco::ModuleRegistry::instance().add(                                                     \
           #NAME, []() -> std::unique_ptr<::neco::Module> { return std::make_unique<TYPE>(); })

@@ -40,7 +40,10 @@ using http::Response;
 using http::Status;
 using Clock = std::chrono::steady_clock;
 
-const log::Logger kLog{"agent"};
+const log::Logger& logger() {
+  static const log::Logger instance("agent");
+  return instance;
+}
 
 // Creates a private directory (0700), or checks that an existing one is writable.
 Expected<void> ensure_dir(const std::filesystem::path& dir) {
@@ -257,7 +260,7 @@ struct Agent::Impl : ModuleContext {
       store_latency->with(labels).observe(seconds);
       if (!ok) store_errors->with(labels).inc();
     });
-    kLog.info("Opened store '{}'", path);
+    logger().info("Opened store '{}'", path);
 
     store::LeaderLoopOptions lo;
     lo.candidate = role.core.node.name;
@@ -272,7 +275,7 @@ struct Agent::Impl : ModuleContext {
     if (stopping) return;
     is_leader = true;
     term = t;
-    kLog.info("This agent is now the leader (term {})", t);
+    logger().info("This agent is now the leader (term {})", t);
     for (size_t i = 0; i < modules.size(); ++i) {
       if (started[i]) modules[i]->on_leader(t);
     }
@@ -281,7 +284,7 @@ struct Agent::Impl : ModuleContext {
   void become_follower() {
     if (!is_leader) return;
     is_leader = false;
-    kLog.warning("This agent is no longer the leader (term {} ended)", term);
+    logger().warning("This agent is no longer the leader (term {} ended)", term);
     for (size_t i = 0; i < modules.size(); ++i) {
       if (started[i]) modules[i]->on_follower();
     }
@@ -291,7 +294,7 @@ struct Agent::Impl : ModuleContext {
     auto router = std::make_shared<http::Router>();
     auto add = [&](std::string_view path, std::string help, http::Handler h, bool mutates) {
       auto ok = router->add(path, std::move(help), std::move(h), mutates);
-      if (!ok) kLog.error("Failed to add route '{}': {}", path, ok.error().message);
+      if (!ok) logger().error("Failed to add route '{}': {}", path, ok.error().message);
     };
     add(
         "/healthz", "liveness: 200 while the event loop answers",
@@ -370,7 +373,7 @@ struct Agent::Impl : ModuleContext {
           if (!rendered) co_return error_response(Status::service_unavailable, rendered.error());
           co_return std::move(*rendered);
         });
-    if (!ok) kLog.error("Failed to add route '/metrics': {}", ok.error().message);
+    if (!ok) logger().error("Failed to add route '/metrics': {}", ok.error().message);
     return router;
   }
 
@@ -459,12 +462,12 @@ struct Agent::Impl : ModuleContext {
       reloads_ok->inc();
       last_reload_ok->set(1);
       loaded_wall = std::chrono::system_clock::now();
-      kLog.info("Reloaded role file '{}'", path);
+      logger().info("Reloaded role file '{}'", path);
     } else {
       reloads_failed->inc();
       last_reload_ok->set(0);
-      kLog.error("Failed to reload role file; still running the last good config:\n{}",
-                 result.error().message);
+      logger().error("Failed to reload role file; still running the last good config:\n{}",
+                     result.error().message);
     }
     co_return result;
   }
@@ -477,6 +480,7 @@ struct Agent::Impl : ModuleContext {
     // The module set and non-reloadable sections are fixed for the life of the process.
     auto names = [](const config::RoleFile& r) {
       std::vector<std::string> n;
+      n.reserve(r.modules.size());
       for (const auto& m : r.modules)
         n.push_back(m.name);
       return n;
@@ -509,8 +513,8 @@ struct Agent::Impl : ModuleContext {
       const config::Section section(next.role.modules[i], next.role.path);
       if (auto ok = modules[i]->configure(section); ok) {
         if (auto r = modules[i]->reload(); !r) {
-          kLog.error("Failed to apply the new config of module '{}': {}", modules[i]->name(),
-                     r.error().message);
+          logger().error("Failed to apply the new config of module '{}': {}", modules[i]->name(),
+                         r.error().message);
         }
       }
     }
@@ -538,13 +542,13 @@ struct Agent::Impl : ModuleContext {
     signals.async_wait([this](boost::system::error_code ec, int sig) {
       if (ec) return;
       if (sig == SIGHUP) {
-        kLog.info("SIGHUP: reloading '{}'", role.path);
+        logger().info("SIGHUP: reloading '{}'", role.path);
         asio::co_spawn(
             io, [this]() -> asio::awaitable<void> { (void)co_await reload_now(); }, asio::detached);
         wait_signals();
         return;
       }
-      kLog.info("{}: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      logger().info("{}: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       begin_stop();
     });
   }
@@ -600,13 +604,13 @@ struct Agent::Impl : ModuleContext {
       auto& m = *modules[i];
       const auto dir = std::filesystem::path(role.core.state_dir) / std::string(m.name());
       if (auto ok = ensure_dir(dir); !ok) {
-        kLog.error("Failed to start module '{}': {}", m.name(), ok.error().message);
+        logger().error("Failed to start module '{}': {}", m.name(), ok.error().message);
         continue;
       }
       contexts.push_back(std::make_unique<ScopedContext>(*this, dir));
       if (auto ok = m.start(*contexts.back()); !ok) {
         // A module that cannot start degrades itself, not the agent: /readyz says so.
-        kLog.error("Failed to start module '{}': {}", m.name(), ok.error().message);
+        logger().error("Failed to start module '{}': {}", m.name(), ok.error().message);
         continue;
       }
       started[i] = true;
@@ -621,8 +625,8 @@ struct Agent::Impl : ModuleContext {
     arm_watchdog();
     notifier.notify(fmt::format("READY=1\nSTATUS=serving on {}:{}", a.address, owner.admin_port()));
     owner.ready_ = true;
-    kLog.info("neco {} running as '{}' ({}), admin on {}:{}", NECO_VERSION, role.core.node.name,
-              role.core.controller ? "controller" : "node", a.address, owner.admin_port());
+    logger().info("neco {} running as '{}' ({}), admin on {}:{}", NECO_VERSION, role.core.node.name,
+                  role.core.controller ? "controller" : "node", a.address, owner.admin_port());
     return {};
   }
 
@@ -638,8 +642,8 @@ struct Agent::Impl : ModuleContext {
     stop_guard = std::thread([this, bound] {
       std::unique_lock lock(stop_mutex);
       if (stop_cv.wait_for(lock, bound, [this] { return stop_done; })) return;
-      kLog.error("Failed to stop within {}: exiting without waiting for stuck work",
-                 config::format_duration(std::chrono::duration_cast<config::Duration>(bound)));
+      logger().error("Failed to stop within {}: exiting without waiting for stuck work",
+                     config::format_duration(std::chrono::duration_cast<config::Duration>(bound)));
       std::_Exit(1);
     });
   }
@@ -687,7 +691,7 @@ Agent::~Agent() = default;
 
 int Agent::run() {
   if (auto ok = impl_->start(); !ok) {
-    kLog.error("Failed to start: {}", ok.error().message);
+    logger().error("Failed to start: {}", ok.error().message);
     impl_->stopping = true;
     if (impl_->leader) impl_->leader->stop();
     return 1;
@@ -695,7 +699,7 @@ int Agent::run() {
   impl_->io.run();
   if (impl_->pool) impl_->pool->join();
   impl_->disarm_stop_guard();
-  kLog.info("Stopped");
+  logger().info("Stopped");
   return 0;
 }
 

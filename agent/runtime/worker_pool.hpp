@@ -85,7 +85,7 @@ auto WorkerPool::run(F f, std::chrono::milliseconds deadline)
       std::mutex mutex;
       std::optional<Handler> handler;
       boost::asio::steady_timer timer;
-      explicit State(boost::asio::any_io_executor ex) : timer(std::move(ex)) {}
+      explicit State(const boost::asio::any_io_executor& ex) : timer(ex) {}
       std::optional<Handler> take() {
         std::lock_guard lock(mutex);
         std::optional<Handler> h = std::move(handler);

@@ -18,6 +18,7 @@ int64_t current_revision(Store& s) {
 
 std::vector<std::string> keys_of(const std::vector<KeyValue>& kvs) {
   std::vector<std::string> out;
+  out.reserve(kvs.size());
   for (const auto& kv : kvs)
     out.push_back(kv.key);
   return out;
