@@ -27,6 +27,7 @@
 #include "agent/module/context.hpp"
 #include "agent/module/registry.hpp"
 #include "agent/runtime/sd_notify.hpp"
+#include "agent/runtime/state_lock.hpp"
 #include "agent/runtime/worker_pool.hpp"
 #include "agent/store/sqlite_store.hpp"
 #include "agent/store/store_election.hpp"
@@ -557,6 +558,9 @@ struct Agent::Impl : ModuleContext {
     log::Level level{};
     if (log::parse_level(role.core.log_level, level)) log::set_level(level);
     if (auto ok = ensure_dir(role.core.state_dir); !ok) return ok;
+    auto lock = StateLock::acquire(role.core.state_dir);
+    if (!lock) return std::unexpected(lock.error());
+    state_lock.emplace(std::move(*lock));
     pool.emplace(static_cast<std::size_t>(role.core.workers),
                  static_cast<std::size_t>(role.core.workers) * 64);
     declare_metrics();
@@ -636,6 +640,7 @@ struct Agent::Impl : ModuleContext {
   std::condition_variable stop_cv;
   bool stop_done = false;
   std::thread stop_guard;
+  std::optional<StateLock> state_lock;  // held for the life of the process
 
   void arm_stop_guard() {
     const auto bound = role.core.shutdown_timeout + std::chrono::seconds(5);

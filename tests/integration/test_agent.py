@@ -273,6 +273,17 @@ class ProcessLife(AgentCase):
         b.stop()
         self.assertRegex(b.output().splitlines()[0], r"^\d{4}-\d\d-\d\dT[\d:.]+Z info +agent: ")
 
+    def test_second_agent_on_same_state_dir_is_refused(self):
+        a = self.agent().start()
+        b = self.agent()
+        b.state = a.state
+        b.write_role()
+        r = run("agent", "--role", b.role, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"another neco agent (pid {a.proc.pid}) is using state directory", r.stderr)
+        self.assertEqual(a.get("/healthz")[0], 200)
+        self.assertEqual(a.stop(), 0)
+
     def test_store_survives_kill_9(self):
         a = self.agent().start()
         self.assertTrue(wait_for(lambda: a.get_json("/status")[1]["role"] == "leader"))
