@@ -70,13 +70,18 @@ http::ServerLimits admin_limits(const config::AdminConfig& a) {
   return l;
 }
 
+// An empty family for a scrape-time collector.
+metrics::MetricFamily family(std::string name, std::string help, metrics::MetricType type) {
+  return metrics::MetricFamily{.name = std::move(name), .help = std::move(help), .type = type};
+}
+
 Response error_response(Status status, const Error& e) {
   return Response::error(status, std::string(to_string(e.code)), e.message);
 }
 
 }  // namespace
 
-struct Agent::Impl : ModuleContext {
+struct Agent::Impl {
   Agent& owner;
   AgentOptions options;
   config::RoleFile role;
@@ -119,24 +124,16 @@ struct Agent::Impl : ModuleContext {
         modules(std::move(config.modules)),
         started(modules.size(), false) {}
 
-  // ModuleContext.
-  asio::any_io_executor executor() override { return io.get_executor(); }
-  WorkerPool& workers() override { return *pool; }
-  metrics::Registry& metrics() override { return registry; }
-  store::Store* store() override { return store_.get(); }
-  const config::CoreConfig& core() const override { return role.core; }
-  std::filesystem::path state_dir() const override { return role.core.state_dir; }
-
   // A per-module context: the same services, the module's own state directory.
   struct ScopedContext : ModuleContext {
     Impl& impl;
     std::filesystem::path dir;
     ScopedContext(Impl& i, std::filesystem::path d) : impl(i), dir(std::move(d)) {}
-    asio::any_io_executor executor() override { return impl.executor(); }
-    WorkerPool& workers() override { return impl.workers(); }
-    metrics::Registry& metrics() override { return impl.metrics(); }
-    store::Store* store() override { return impl.store(); }
-    const config::CoreConfig& core() const override { return impl.core(); }
+    asio::any_io_executor executor() override { return impl.io.get_executor(); }
+    WorkerPool& workers() override { return *impl.pool; }
+    metrics::Registry& metrics() override { return impl.registry; }
+    store::Store* store() override { return impl.store_.get(); }
+    const config::CoreConfig& core() const override { return impl.role.core; }
     std::filesystem::path state_dir() const override { return dir; }
   };
   std::vector<std::unique_ptr<ScopedContext>> contexts;
@@ -167,9 +164,8 @@ struct Agent::Impl : ModuleContext {
 
   // Scrape-time values read from the running parts (modules, servers, pool, election).
   void collect_agent(std::vector<metrics::MetricFamily>& out) {
-    metrics::MetricFamily health{.name = "neco_module_health",
-                                 .help = "1 for the module's current health state.",
-                                 .type = metrics::MetricType::gauge};
+    auto health = family("neco_module_health", "1 for the module's current health state.",
+                         metrics::MetricType::gauge);
     for (const auto& m : modules) {
       const auto h = m->health();
       for (auto s : {HealthState::starting, HealthState::healthy, HealthState::degraded,
@@ -179,21 +175,20 @@ struct Agent::Impl : ModuleContext {
     }
     out.push_back(std::move(health));
 
-    metrics::MetricFamily requests{.name = "neco_http_requests_total",
-                                   .help = "HTTP responses sent, by listener and status class.",
-                                   .type = metrics::MetricType::counter};
-    metrics::MetricFamily conns{.name = "neco_http_active_connections",
-                                .help = "Open HTTP connections by listener.",
-                                .type = metrics::MetricType::gauge};
-    metrics::MetricFamily rejected{.name = "neco_http_rejected_connections_total",
-                                   .help = "Connections closed at accept (connection limit).",
-                                   .type = metrics::MetricType::counter};
-    metrics::MetricFamily bad{.name = "neco_http_bad_requests_total",
-                              .help = "Malformed or oversized requests, by listener.",
-                              .type = metrics::MetricType::counter};
-    metrics::MetricFamily timeouts{.name = "neco_http_timeouts_total",
-                                   .help = "Header, body or write deadlines hit, by listener.",
-                                   .type = metrics::MetricType::counter};
+    auto requests =
+        family("neco_http_requests_total", "HTTP responses sent, by listener and status class.",
+               metrics::MetricType::counter);
+    auto conns = family("neco_http_active_connections", "Open HTTP connections by listener.",
+                        metrics::MetricType::gauge);
+    auto rejected =
+        family("neco_http_rejected_connections_total",
+               "Connections closed at accept (connection limit).", metrics::MetricType::counter);
+    auto bad =
+        family("neco_http_bad_requests_total", "Malformed or oversized requests, by listener.",
+               metrics::MetricType::counter);
+    auto timeouts =
+        family("neco_http_timeouts_total", "Header, body or write deadlines hit, by listener.",
+               metrics::MetricType::counter);
     auto server_stats = [&](const http::Server* s, std::string_view listener) {
       if (s == nullptr) return;
       const auto& st = s->stats();
@@ -216,32 +211,29 @@ struct Agent::Impl : ModuleContext {
     out.push_back(std::move(timeouts));
 
     if (pool) {
-      metrics::MetricFamily busy{.name = "neco_worker_pool_in_flight",
-                                 .help = "Blocking calls queued or running on the worker pool.",
-                                 .type = metrics::MetricType::gauge};
+      auto busy = family("neco_worker_pool_in_flight",
+                         "Blocking calls queued or running on the worker pool.",
+                         metrics::MetricType::gauge);
       busy.add(static_cast<double>(pool->in_flight()));
       out.push_back(std::move(busy));
-      metrics::MetricFamily late{.name = "neco_worker_pool_timeouts_total",
-                                 .help = "Blocking calls that ran past their deadline.",
-                                 .type = metrics::MetricType::counter};
+      auto late =
+          family("neco_worker_pool_timeouts_total", "Blocking calls that ran past their deadline.",
+                 metrics::MetricType::counter);
       late.add(static_cast<double>(pool->timeouts()));
       out.push_back(std::move(late));
     }
     if (leader) {
       const auto st = leader->current();
-      metrics::MetricFamily is{.name = "neco_leader",
-                               .help = "1 while this agent is the leader controller.",
-                               .type = metrics::MetricType::gauge};
+      auto is = family("neco_leader", "1 while this agent is the leader controller.",
+                       metrics::MetricType::gauge);
       is.add(st.is_leader ? 1 : 0);
       out.push_back(std::move(is));
-      metrics::MetricFamily t{.name = "neco_leader_term",
-                              .help = "Fencing term of the current leader (0: none known).",
-                              .type = metrics::MetricType::gauge};
+      auto t = family("neco_leader_term", "Fencing term of the current leader (0: none known).",
+                      metrics::MetricType::gauge);
       t.add(static_cast<double>(st.term));
       out.push_back(std::move(t));
-      metrics::MetricFamily tr{.name = "neco_leader_transitions_total",
-                               .help = "Times this agent gained or lost leadership.",
-                               .type = metrics::MetricType::counter};
+      auto tr = family("neco_leader_transitions_total",
+                       "Times this agent gained or lost leadership.", metrics::MetricType::counter);
       tr.add(static_cast<double>(st.transitions));
       out.push_back(std::move(tr));
     }
@@ -392,9 +384,8 @@ struct Agent::Impl : ModuleContext {
       not_ready.push_back({{"module", "store"}, {"health", "failed"}, {"message", "not open"}});
     }
     if (not_ready.empty()) return Response::json({{"status", "ready"}});
-    auto r = Response::json({{"status", "not ready"}, {"problems", not_ready}},
-                            Status::service_unavailable);
-    return r;
+    return Response::json({{"status", "not ready"}, {"problems", not_ready}},
+                          Status::service_unavailable);
   }
 
   nlohmann::json status() {
