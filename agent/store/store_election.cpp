@@ -25,11 +25,15 @@ struct LeaderLoop::Impl {
   bool poked = false;  // the leader key changed (watch) or a fenced write failed
   LeaderInfo info;     // guarded by mu
 
+  // Guarded by mu: past this instant our lease may have expired on the store, so we are no
+  // longer leader even if the election thread is stuck in a call to an unreachable store.
+  Clock::time_point lease_deadline{};
+
   // Owned by the election thread.
   int64_t lease = 0;
   int64_t term = 0;
-  Clock::time_point last_keep_alive;
   std::thread thread;
+  std::thread deadline_thread;
 
   Impl(Store& s, LeaderLoopOptions o, std::function<void(int64_t)> elected,
        std::function<void()> deposed)
@@ -42,6 +46,13 @@ struct LeaderLoop::Impl {
   // A third of the TTL, as etcd's clients do: two keep-alives may fail before the lease dies.
   std::chrono::milliseconds interval() const {
     return std::chrono::milliseconds(opt.ttl_seconds * 1000 / 3);
+  }
+
+  // How long a lease surely lives after a keep-alive was *sent*: the store restarts the TTL
+  // when it receives the call, which is later. A margin covers clock-rate differences.
+  Clock::duration lease_life() const {
+    const auto ttl = std::chrono::milliseconds(opt.ttl_seconds * 1000);
+    return ttl - std::max<std::chrono::milliseconds>(ttl / 6, std::chrono::milliseconds(200));
   }
 
   // Waits `d`, or less if poked (when `wake_on_poke`) or stopping; false once stopping.
@@ -66,23 +77,33 @@ struct LeaderLoop::Impl {
     info.term = t;
   }
 
-  void become_leader(int64_t t) {
+  void become_leader(int64_t t, Clock::time_point sent) {
     term = t;
     {
       std::lock_guard lock(mu);
       info = LeaderInfo{opt.candidate, t, true, info.transitions + 1};
+      lease_deadline = sent + lease_life();
     }
+    cv.notify_all();
     logger.info("Elected leader '{}' with term {}", opt.candidate, t);
     if (on_elected) on_elected(t);
   }
 
+  // Gives up the leadership; false when the deadline thread already did.
+  bool mark_not_leader() {
+    std::lock_guard lock(mu);
+    if (!info.is_leader) return false;
+    info.is_leader = false;
+    info.leader.clear();
+    info.term = 0;
+    ++info.transitions;
+    return true;
+  }
+
   void step_down(std::string_view why, bool voluntary = false) {
-    {
-      std::lock_guard lock(mu);
-      info.is_leader = false;
-      info.leader.clear();
-      info.term = 0;
-      ++info.transitions;
+    if (!mark_not_leader()) {
+      term = 0;
+      return;
     }
     if (voluntary) {
       logger.info("Stepping down as leader '{}' of term {}: {}", opt.candidate, term, why);
@@ -100,6 +121,7 @@ struct LeaderLoop::Impl {
 
   // One campaign attempt; true when we won. Reclaims our own stale key at most once per call.
   bool campaign(bool may_reclaim = true) {
+    const auto sent = Clock::now();
     if (lease == 0) {
       auto g = store.grant(opt.ttl_seconds);
       if (!g) {
@@ -122,14 +144,19 @@ struct LeaderLoop::Impl {
     }
     if (r->succeeded) {
       // The put created the key, so its create_revision is the txn's revision.
-      become_leader(r->revision);
-      last_keep_alive = Clock::now();
+      become_leader(r->revision, sent);
       return true;
     }
     const auto& kvs = r->responses.front().range.kvs;
     if (kvs.empty()) return false;  // deleted between compare and read: retry on the poke
     const auto& held = kvs.front();
     observe(held.value, held.create_revision);
+    if (held.lease == lease && held.value == opt.candidate) {
+      // Our own key on the lease we just renewed: we stepped down on a deadline while the store
+      // was slow, but the term is still ours, so take it up again rather than block everyone.
+      become_leader(held.create_revision, sent);
+      return true;
+    }
     if (may_reclaim && opt.reclaim_own_key && held.value == opt.candidate && held.lease != lease &&
         held.lease != 0) {
       logger.info("Reclaiming leader key '{}' from a previous incarnation (lease {})", key,
@@ -141,6 +168,11 @@ struct LeaderLoop::Impl {
 
   // One leader check; false when we must step down.
   bool hold() {
+    if (!am_leader()) {
+      step_down("lease deadline passed");  // the deadline thread already told everyone
+      return false;
+    }
+    const auto sent = Clock::now();
     auto ka = store.keep_alive(lease);
     if (!ka) {
       if (ka.error().code == Errc::not_found) {
@@ -149,14 +181,17 @@ struct LeaderLoop::Impl {
         return false;
       }
       // The store is unreachable: we cannot know whether the lease lives, so keep leading only
-      // until it would have expired.
-      if (Clock::now() - last_keep_alive >= std::chrono::seconds(opt.ttl_seconds)) {
+      // until it would have expired (the deadline thread enforces it if this call hangs).
+      if (!am_leader()) {
         step_down("keep-alive failing: " + ka.error().message);
         return false;
       }
       return true;
     }
-    last_keep_alive = Clock::now();
+    {
+      std::lock_guard lock(mu);
+      if (info.is_leader) lease_deadline = sent + lease_life();
+    }
     auto r = store.range(RangeRequest{KeyRange::exact(key), 1});
     if (r && (r->kvs.empty() || r->kvs.front().create_revision != term)) {
       step_down("leader key is no longer ours");
@@ -206,6 +241,33 @@ struct LeaderLoop::Impl {
     resign();
   }
 
+  // Steps down when the lease deadline passes, however stuck the election thread is in a call
+  // to the store: a leader cut off from the store must stop acting before anyone else can win.
+  void watch_deadline() {
+    std::unique_lock lock(mu);
+    while (!stopping) {
+      if (!info.is_leader) {
+        cv.wait(lock, [&] { return stopping || info.is_leader; });
+        continue;
+      }
+      const auto deadline = lease_deadline;
+      if (Clock::now() < deadline) {
+        cv.wait_until(lock, deadline, [&] { return stopping || lease_deadline != deadline; });
+        continue;
+      }
+      info.is_leader = false;
+      info.leader.clear();
+      info.term = 0;
+      ++info.transitions;
+      lock.unlock();
+      logger.warning("Stepping down as leader '{}': no keep-alive confirmed the lease in time",
+                     opt.candidate);
+      if (on_deposed) on_deposed();
+      poke();
+      lock.lock();
+    }
+  }
+
   bool stopping_now() const {
     std::lock_guard lock(mu);
     return stopping;
@@ -232,6 +294,7 @@ Expected<void> LeaderLoop::start() {
   std::lock_guard lock(impl_->mu);
   if (impl_->thread.joinable() || impl_->stopping) return {};
   impl_->thread = std::thread([raw = impl_.get()] { raw->run(); });
+  impl_->deadline_thread = std::thread([raw = impl_.get()] { raw->watch_deadline(); });
   return {};
 }
 
@@ -243,6 +306,10 @@ void LeaderLoop::stop() {
   impl_->cv.notify_all();
   if (impl_->thread.joinable() && impl_->thread.get_id() != std::this_thread::get_id()) {
     impl_->thread.join();
+  }
+  if (impl_->deadline_thread.joinable() &&
+      impl_->deadline_thread.get_id() != std::this_thread::get_id()) {
+    impl_->deadline_thread.join();
   }
 }
 
@@ -259,7 +326,7 @@ Expected<TxnResponse> LeaderLoop::fenced_txn(const Txn& txn) {
   int64_t term = 0;
   {
     std::lock_guard lock(impl_->mu);
-    if (!impl_->info.is_leader) {
+    if (!impl_->info.is_leader || Clock::now() >= impl_->lease_deadline) {
       return fail(Errc::failed_precondition,
                   fmt::format("'{}' is not the leader", impl_->opt.candidate));
     }
