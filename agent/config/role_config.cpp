@@ -11,7 +11,9 @@
 namespace neco::config {
 namespace {
 
-std::string check_name(const std::string& v) {
+}  // namespace
+
+std::string check_node_name(const std::string& v) {
   // Node names end up in certificates, store keys and metric labels: keep them DNS-label-like.
   if (v.empty() || v.size() > 63) return "must be 1 to 63 characters";
   for (char c : v) {
@@ -21,6 +23,8 @@ std::string check_name(const std::string& v) {
   if (v.front() == '-' || v.back() == '-') return "must not start or end with '-'";
   return "";
 }
+
+namespace {
 
 std::string check_address(const std::string& v) {
   if (v.empty()) return "must not be empty";
@@ -35,6 +39,26 @@ std::string check_absolute_or_empty(const std::string& v) {
   return "";
 }
 
+std::string check_urls(const std::vector<std::string>& urls) {
+  for (const auto& u : urls) {
+    const bool scheme = u.starts_with("http://") || u.starts_with("https://");
+    const auto host = u.substr(u.find("://") == std::string::npos ? 0 : u.find("://") + 3);
+    if (!scheme || host.empty() || host.front() == '/') {
+      return fmt::format("{} must be a URL like https://10.0.0.1:9443", quote(u));
+    }
+  }
+  return "";
+}
+
+std::string check_fingerprint(const std::string& v) {
+  if (v.empty()) return "";
+  constexpr std::string_view kPrefix = "sha256:";
+  const bool hex = v.size() == kPrefix.size() + 64 && v.starts_with(kPrefix) &&
+                   v.find_first_not_of("0123456789abcdef", kPrefix.size()) == std::string::npos;
+  if (!hex) return fmt::format("{} must be sha256: and 64 lowercase hex digits", quote(v));
+  return "";
+}
+
 std::string check_absolute(const std::string& v) {
   if (v.empty() || v.front() != '/') return fmt::format("{} must be an absolute path", quote(v));
   return "";
@@ -43,7 +67,7 @@ std::string check_absolute(const std::string& v) {
 Schema<NodeConfig> node_schema() {
   Schema<NodeConfig> s;
   s.field("name", &NodeConfig::name, "node name, unique in the cluster (a-z, 0-9, '-', '.')",
-          {.required = true, .check = check_name});
+          {.required = true, .check = check_node_name});
   s.field("labels", &NodeConfig::labels, "free-form labels (rack, zone, ...)");
   return s;
 }
@@ -52,15 +76,67 @@ Schema<StoreConfig> store_schema() {
   Schema<SqliteConfig> sqlite;
   sqlite.field("path", &SqliteConfig::path, "database file; empty means <state_dir>/store.db",
                {.check = check_absolute_or_empty});
+  Schema<EtcdConfig> etcd;
+  etcd.field("endpoints", &EtcdConfig::endpoints,
+             "client URLs of the etcd members (http:// or https://), tried in order",
+             {.check = check_urls});
+  etcd.field("ca_file", &EtcdConfig::ca_file, "CA certificate that signed etcd's certificates",
+             {.check = check_absolute_or_empty});
+  etcd.field("cert_file", &EtcdConfig::cert_file, "client certificate for etcd",
+             {.check = check_absolute_or_empty});
+  etcd.field("key_file", &EtcdConfig::key_file, "key of the client certificate",
+             {.check = check_absolute_or_empty});
+  etcd.field("request_timeout", &EtcdConfig::request_timeout, "deadline of one etcd request",
+             {.min = Duration(100), .max = Duration(300'000)});
+  etcd.field("dial_timeout", &EtcdConfig::dial_timeout, "deadline of connecting to one member",
+             {.min = Duration(50), .max = Duration(60'000)});
   Schema<StoreConfig> s;
-  s.field("backend", &StoreConfig::backend, "store backend", {.one_of = {"sqlite"}});
+  s.field("backend", &StoreConfig::backend, "store backend: sqlite (one controller) or etcd",
+          {.one_of = {"sqlite", "etcd"}});
   s.section("sqlite", &StoreConfig::sqlite, sqlite, "SQLite backend settings");
+  s.section("etcd", &StoreConfig::etcd, etcd, "etcd backend settings");
   s.field("election_ttl", &StoreConfig::election_ttl,
           "leader lease TTL; a dead leader is replaced after about this long",
           {.min = Duration(1000), .max = Duration(300'000)});
   s.field("history_revisions", &StoreConfig::history_revisions,
           "how many revisions of history watches can resume from",
           {.min = std::int64_t{100}, .max = std::int64_t{10'000'000}});
+  return s;
+}
+
+Schema<ClusterConfig> cluster_schema() {
+  Schema<ClusterApiConfig> api;
+  api.field("enabled", &ClusterApiConfig::enabled,
+            "serve the cluster API (controllers only): join, heartbeats, desired state");
+  api.field("address", &ClusterApiConfig::address, "IP address of the cluster API listener",
+            {.check = check_address});
+  api.field("port", &ClusterApiConfig::port, "TCP port of the cluster API (HTTPS, mutual TLS)",
+            {.min = std::int64_t{1}, .max = std::int64_t{65535}});
+  api.field("advertise", &ClusterApiConfig::advertise,
+            "DNS names and IPs nodes use to reach this controller (certificate SANs)");
+  api.field("max_connections", &ClusterApiConfig::max_connections,
+            "concurrent connections (each node holds one long-poll)",
+            {.min = std::int64_t{16}, .max = std::int64_t{1'000'000}});
+  Schema<JoinConfig> join;
+  join.field("controllers", &JoinConfig::controllers,
+             "cluster API URLs of the controllers (https://host:port)", {.check = check_urls});
+  join.field("token", &JoinConfig::token, "single-use join token (neco join-token create)",
+             {.secret = true});
+  join.field("ca_fingerprint", &JoinConfig::ca_fingerprint,
+             "sha256:<hex> of the cluster CA, printed with the token",
+             {.check = check_fingerprint});
+  Schema<ClusterConfig> s;
+  s.section("api", &ClusterConfig::api, api, "the cluster API controllers serve");
+  s.section("join", &ClusterConfig::join, join, "how a node joins the cluster");
+  s.field("heartbeat_interval", &ClusterConfig::heartbeat_interval,
+          "how often nodes report their status",
+          {.min = Duration(100), .max = Duration(3'600'000)});
+  s.field("unreachable_after", &ClusterConfig::unreachable_after,
+          "missed heartbeats before the leader marks a node unreachable",
+          {.min = std::int64_t{2}, .max = std::int64_t{1000}});
+  s.field("cert_validity", &ClusterConfig::cert_validity,
+          "lifetime of node certificates; renewed when a third is left",
+          {.min = Duration(60'000), .max = Duration(std::int64_t{24} * 3600 * 1000 * 825)});
   return s;
 }
 
@@ -109,8 +185,51 @@ Schema<CoreConfig> make_core_schema() {
   s.section("store", &CoreConfig::store, store_schema(), "the controllers' store");
   s.section("admin", &CoreConfig::admin, admin_schema(), "the local admin endpoint");
   s.section("metrics", &CoreConfig::metrics, metrics_schema(), "the metrics listener");
+  s.section("cluster", &CoreConfig::cluster, cluster_schema(),
+            "the cluster API, joining and membership");
   s.external("modules", "one section per enabled module, keyed by module name");
   return s;
+}
+
+// Rules that span sections: what a controller may not set, what a node needs to join.
+void check_cluster(const YAML::Node& root, const CoreConfig& core, Diagnostics& diag) {
+  // Where to point a message: the deepest of the keys that is present (yaml-cpp's Node
+  // assignment writes through, so walk with reset(), never operator=).
+  const auto mark = [&](std::initializer_list<const char*> keys) {
+    YAML::Node n;
+    n.reset(root);
+    for (const char* k : keys) {
+      if (!n.IsMap() || !n[k].IsDefined()) break;
+      YAML::Node child = n[k];
+      n.reset(child);
+    }
+    return n.Mark();
+  };
+  const auto& join = core.cluster.join;
+  if (core.controller && !join.controllers.empty()) {
+    diag.error(mark({"cluster", "join"}),
+               "cluster.join: controllers do not join; they share the store. Remove this "
+               "section or set 'controller: false'");
+  }
+  if (!core.controller && !join.controllers.empty() && join.ca_fingerprint.empty()) {
+    diag.error(mark({"cluster", "join"}),
+               "cluster.join.ca_fingerprint is required to trust the controllers; it is printed "
+               "by 'neco join-token create'");
+  }
+  if (!core.controller && root["cluster"].IsMap() && root["cluster"]["api"].IsDefined()) {
+    diag.error(mark({"cluster", "api"}),
+               "cluster.api: only controllers serve the cluster API; set 'controller: true' or "
+               "remove this section");
+  }
+  if (core.controller && core.store.backend == "etcd" && core.store.etcd.endpoints.empty()) {
+    diag.error(mark({"store", "backend"}),
+               "store.etcd.endpoints: the etcd backend needs at least one endpoint");
+  }
+  const auto& e = core.store.etcd;
+  if (e.cert_file.empty() != e.key_file.empty()) {
+    diag.error(mark({"store", "etcd"}),
+               "store.etcd: cert_file and key_file go together (client certificate and its key)");
+  }
 }
 
 Expected<RoleFile> parse_node(const YAML::Node& root, const std::string& name) {
@@ -165,6 +284,7 @@ Expected<RoleFile> parse_node(const YAML::Node& root, const std::string& name) {
                "store: only controllers have a store; set 'controller: true' or remove this "
                "section");
   }
+  check_cluster(root, role.core, diag);
   if (!diag.ok()) return std::unexpected(diag.to_error());
   return role;
 }
@@ -213,7 +333,7 @@ std::vector<std::string> restart_only_changes(const CoreConfig& before, const Co
   const auto b = dump_core(after);
   // Everything but the log level and node labels is wired into sockets, files or the store.
   for (const auto& key : {"node", "controller", "state_dir", "shutdown_timeout", "workers", "store",
-                          "admin", "metrics"}) {
+                          "admin", "metrics", "cluster"}) {
     if (std::string_view(key) == "node") {
       if (a["node"]["name"] != b["node"]["name"]) changed.emplace_back("node.name");
       continue;

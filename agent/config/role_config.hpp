@@ -23,9 +23,20 @@ struct SqliteConfig {
   std::string path;  // empty: <state_dir>/store.db
 };
 
+// The etcd v3 cluster the controllers share once a deployment outgrows one machine.
+struct EtcdConfig {
+  std::vector<std::string> endpoints;  // "http://10.0.0.1:2379", "https://..."
+  std::string ca_file;                 // CA that signed etcd's server certificates
+  std::string cert_file;               // client certificate for etcd's client-cert-auth
+  std::string key_file;                // its key
+  Duration request_timeout = std::chrono::seconds(5);
+  Duration dial_timeout = std::chrono::seconds(2);
+};
+
 struct StoreConfig {
   std::string backend = "sqlite";
   SqliteConfig sqlite;
+  EtcdConfig etcd;
   Duration election_ttl = std::chrono::seconds(10);
   std::int64_t history_revisions = 10000;
 };
@@ -45,6 +56,30 @@ struct MetricsConfig {
   std::int64_t port = 9181;
 };
 
+// The cluster API that controllers serve (HTTPS, mutual TLS) and nodes join.
+struct ClusterApiConfig {
+  bool enabled = true;                 // controllers only
+  std::string address = "127.0.0.1";   // listen address
+  std::int64_t port = 9443;
+  std::vector<std::string> advertise;  // names and IPs for the server certificate; default address
+  std::int64_t max_connections = 4096;  // nodes hold one long-poll each
+};
+
+// How a node joins: which controllers, with what single-use token, trusting which CA.
+struct JoinConfig {
+  std::vector<std::string> controllers;  // "https://10.0.0.1:9443", tried in order
+  std::string token;                     // from `neco join-token create`; only the first start
+  std::string ca_fingerprint;            // "sha256:<hex>" of the cluster CA certificate
+};
+
+struct ClusterConfig {
+  ClusterApiConfig api;
+  JoinConfig join;
+  Duration heartbeat_interval = std::chrono::seconds(10);
+  std::int64_t unreachable_after = 3;  // missed heartbeats before a node is `unreachable`
+  Duration cert_validity = std::chrono::hours(24 * 30);
+};
+
 struct CoreConfig {
   NodeConfig node;
   bool controller = false;
@@ -55,6 +90,7 @@ struct CoreConfig {
   StoreConfig store;
   AdminConfig admin;
   MetricsConfig metrics;
+  ClusterConfig cluster;
 };
 
 // A module's section as written, parsed later by the module itself.
@@ -70,6 +106,10 @@ struct RoleFile {
   CoreConfig core;
   std::vector<ModuleSection> modules;  // in file order
 };
+
+// Why `name` is not a valid node name ("" when it is): names end up in certificates, store
+// keys and metric labels.
+std::string check_node_name(const std::string& name);
 
 // The schema of the core sections (everything but `modules`).
 const Schema<CoreConfig>& core_schema();

@@ -20,6 +20,8 @@ std::string_view to_string(Errc code) noexcept {
       return "compacted";
     case Errc::cancelled:
       return "cancelled";
+    case Errc::permission_denied:
+      return "permission_denied";
     case Errc::internal:
       return "internal";
   }

@@ -18,6 +18,7 @@ enum class Errc {
   deadline_exceeded,    // a deadline ran out before an answer
   compacted,            // the requested revision is older than the store keeps
   cancelled,            // the operation was stopped on purpose (shutdown, watch cancel)
+  permission_denied,    // the caller is known but may not do this (wrong identity, bad token)
   internal,             // a bug or an unexpected library failure
 };
 
