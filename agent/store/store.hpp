@@ -237,7 +237,8 @@ class Store {
   virtual Expected<DeleteResponse> delete_range(const DeleteRequest& request) = 0;
   // Runs a compare-and-swap transaction atomically (one new revision if it wrote anything).
   virtual Expected<TxnResponse> txn(const Txn& txn) = 0;
-  // Streams the events of a range from a revision on the store's dispatcher thread.
+  // Streams the events of a range from a revision on a store thread (one watch's callbacks never
+  // overlap; callbacks of different watches may run at the same time on some backends).
   virtual Expected<std::unique_ptr<Watch>> watch(const WatchRequest& request,
                                                  WatchCallback callback) = 0;
   // Forgets history before `revision`; watches from earlier then fail with Errc::compacted.
