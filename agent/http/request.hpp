@@ -30,6 +30,10 @@ struct Request {
   std::string body;         // request body (bounded by ServerLimits::max_body_bytes)
   Pairs path_params;        // values bound by `{name}` / `{rest...}` segments of the route
   std::string peer;         // "127.0.0.1:53412" or "unix" — for logs only
+  // Subject CN of the TLS client certificate, set only when it was verified against the
+  // listener's client CA; empty on plain connections and TLS without a client certificate.
+  std::string peer_identity;
+  std::string peer_cert_fingerprint;  // "sha256:<hex of the DER>" of that same certificate
 
   // First header with this name (case-insensitive), if any.
   std::optional<std::string_view> header(std::string_view name) const;

@@ -7,9 +7,13 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -17,11 +21,19 @@
 #include <boost/beast/core/basic_stream.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <concepts>
 #include <exception>
 #include <filesystem>
 #include <mutex>
@@ -32,28 +44,44 @@ namespace neco::http {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
 using boost::system::error_code;
 using Local = asio::local::stream_protocol;
 using Tcp = asio::ip::tcp;
+// TCP and unix connections share one stream type once accepted, so the HTTP code below is
+// instantiated twice (plain and TLS) rather than once per protocol: server.cpp is slow to build.
+using Generic = asio::generic::stream_protocol;
+using PlainStream = beast::basic_stream<Generic, asio::any_io_executor>;
+using TlsStream = ssl::stream<PlainStream>;
 
 namespace {
 
-// A session as the server's bookkeeping sees it; the protocol-specific part lives in Session<P>.
+// A session as the server's bookkeeping sees it; the stream-specific part lives in Session<S>.
 struct SessionBase {
   virtual ~SessionBase() = default;
   virtual void close() = 0;
-  bool idle = true;      // waiting for the first byte of a request: safe to close on stop
+  bool idle = true;      // in the TLS handshake or waiting for a request: safe to close on stop
   bool closing = false;  // stop() asked: answer the current request with a close, then end
 };
 
-template <class Protocol>
+template <class Stream>
 struct Session final : SessionBase {
-  using Stream = beast::basic_stream<Protocol, asio::any_io_executor>;
-  Session(typename Protocol::socket socket, std::string peer_name)
+  Session(Generic::socket socket, std::string peer_name) requires std::same_as<Stream, PlainStream>
       : stream(std::move(socket)), peer(std::move(peer_name)) {}
-  void close() override { stream.close(); }
+  Session(Generic::socket socket, std::shared_ptr<ssl::context> context,
+          std::string peer_name) requires std::same_as<Stream, TlsStream>
+      : tls_context(std::move(context)),
+        stream(std::move(socket), *tls_context),
+        peer(std::move(peer_name)) {}
+  void close() override { transport().close(); }
+  // The TCP/unix stream underneath: deadlines, close, and raw reads after a TLS session ends.
+  PlainStream& transport() { return beast::get_lowest_layer(stream); }
+
+  std::shared_ptr<ssl::context> tls_context;  // TLS only: outlives `stream`, made from it
   Stream stream;
   std::string peer;
+  std::string peer_identity;     // TLS: CN of the verified client certificate
+  std::string peer_fingerprint;  // TLS: "sha256:..." of that certificate
 };
 
 std::string peer_name(const Tcp::socket& socket) {
@@ -74,7 +102,121 @@ bool is_disconnect(const error_code& ec) {
   return ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
          ec == asio::error::eof || ec == asio::error::connection_reset ||
          ec == asio::error::operation_aborted || ec == asio::error::broken_pipe ||
-         ec == asio::error::bad_descriptor || ec == asio::error::not_connected;
+         ec == asio::error::bad_descriptor || ec == asio::error::not_connected ||
+         ec == ssl::error::stream_truncated;  // TLS peer closed without close_notify
+}
+
+// A TLS record or alert problem: the session is unusable, there is nobody to answer.
+bool is_tls_failure(const error_code& ec) {
+  return ec.category() == asio::error::get_ssl_category();
+}
+
+// OpenSSL's pending errors as one line; empties the (per-thread) queue.
+std::string drain_ssl_errors() {
+  std::string out;
+  while (const unsigned long e = ERR_get_error()) {
+    std::array<char, 256> buf{};
+    ERR_error_string_n(e, buf.data(), buf.size());
+    if (!out.empty()) out += "; ";
+    out += buf.data();
+  }
+  return out;
+}
+
+// Never prompt on a terminal for the passphrase of an encrypted key: refuse it.
+int no_passphrase(char*, int, int, void*) {
+  return -1;
+}
+
+// A server context for `tls`: TLS >= 1.2, the certificate chain and its key, and for mutual TLS
+// the client CA as the only trust anchor (also announced in the CertificateRequest).
+Expected<std::shared_ptr<ssl::context>> make_tls_context(const TlsOptions& tls) {
+  if (tls.require_client_cert && tls.client_ca_pem.empty()) {
+    return fail(Errc::invalid_argument, "require_client_cert needs client_ca_pem");
+  }
+  ERR_clear_error();
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+  SSL_CTX* handle = ctx->native_handle();
+  auto invalid = [](const std::string& what) {
+    const auto detail = drain_ssl_errors();
+    return fail(Errc::invalid_argument, detail.empty() ? what : what + ": " + detail);
+  };
+  SSL_CTX_set_default_passwd_cb(handle, no_passphrase);
+  if (SSL_CTX_set_min_proto_version(handle, TLS1_2_VERSION) != 1) {
+    return fail(Errc::internal, "Failed to set the minimum TLS version: " + drain_ssl_errors());
+  }
+  // Client-initiated renegotiation only costs the server CPU; nothing here needs it.
+  SSL_CTX_set_options(handle,
+                      SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+  // No session resumption: every connection verifies the client certificate afresh (its expiry,
+  // the client CA of now), and a full ECDHE/ECDSA handshake is cheap at our connection rates.
+  SSL_CTX_set_session_cache_mode(handle, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_num_tickets(handle, 0);
+  // Thousands of nodes hold idle keep-alive connections: give their 2 x 16 KiB record buffers
+  // back between requests.
+  SSL_CTX_set_mode(handle, SSL_MODE_RELEASE_BUFFERS);
+  error_code ec;
+  ctx->use_certificate_chain(asio::buffer(tls.cert_pem), ec);
+  if (ec) return invalid("Invalid TLS certificate: " + ec.message());
+  ctx->use_private_key(asio::buffer(tls.key_pem), ssl::context::pem, ec);
+  if (ec) return invalid("Invalid TLS key: " + ec.message());
+  if (SSL_CTX_check_private_key(handle) != 1) {
+    return invalid("The TLS key does not match the certificate");
+  }
+  if (!tls.client_ca_pem.empty()) {
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+        BIO_new_mem_buf(tls.client_ca_pem.data(), static_cast<int>(tls.client_ca_pem.size())),
+        &BIO_free);
+    int added = 0;
+    while (bio) {
+      std::unique_ptr<X509, decltype(&X509_free)> ca(
+          PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), &X509_free);
+      if (!ca) break;
+      if (X509_STORE_add_cert(SSL_CTX_get_cert_store(handle), ca.get()) != 1 ||
+          SSL_CTX_add_client_CA(handle, ca.get()) != 1) {
+        return invalid("Failed to add the client CA");
+      }
+      ++added;
+    }
+    ERR_clear_error();  // the loop ends on "no start line" after the last certificate
+    if (added == 0) return invalid("Invalid client CA: no PEM certificate in it");
+    ctx->set_verify_mode(ssl::verify_peer |
+                         (tls.require_client_cert ? ssl::verify_fail_if_no_peer_cert : 0));
+  } else {
+    ctx->set_verify_mode(ssl::verify_none);
+  }
+  ERR_clear_error();
+  return ctx;
+}
+
+// Subject CN and "sha256:<hex>" of the client certificate, if it sent one that verified.
+void read_peer_certificate(SSL* ssl, std::string& identity, std::string& fingerprint) {
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) return;
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  if (X509_digest(cert, EVP_sha256(), md.data(), &len) == 1) {
+    static constexpr char hex[] = "0123456789abcdef";
+    fingerprint = "sha256:";
+    for (unsigned int i = 0; i < len; ++i) {
+      fingerprint += hex[md[i] >> 4];
+      fingerprint += hex[md[i] & 0xf];
+    }
+  }
+  // Exactly one CN, or no identity at all: two would leave it to chance which one counts.
+  const X509_NAME* subject = X509_get_subject_name(cert);
+  const int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (idx < 0 || X509_NAME_get_index_by_NID(subject, NID_commonName, idx) >= 0) return;
+  unsigned char* utf8 = nullptr;
+  const int n =
+      ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx)));
+  if (n < 0) {
+    ERR_clear_error();
+    return;
+  }
+  std::string cn(reinterpret_cast<const char*>(utf8), static_cast<std::size_t>(n));
+  OPENSSL_free(utf8);
+  if (cn.find('\0') == std::string::npos) identity = std::move(cn);
 }
 
 }  // namespace
@@ -88,8 +230,10 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   log::Logger logger;
   ServerStats stats;
   std::atomic<std::shared_ptr<const Router>> router;
+  std::atomic<std::shared_ptr<ssl::context>> tls_context;  // for new TLS connections
 
   std::vector<std::unique_ptr<Tcp::acceptor>> tcp_acceptors;
+  std::vector<std::unique_ptr<Tcp::acceptor>> tls_acceptors;
   std::vector<std::unique_ptr<Local::acceptor>> unix_acceptors;
   std::vector<std::string> unix_paths;
   bool started = false;
@@ -100,24 +244,25 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   asio::steady_timer grace_timer;
 
   template <class Protocol>
-  void spawn_accept(typename Protocol::acceptor& acceptor) {
-    asio::co_spawn(ex, accept_loop<Protocol>(shared_from_this(), acceptor), asio::detached);
+  void spawn_accept(typename Protocol::acceptor& acceptor, bool tls) {
+    asio::co_spawn(ex, accept_loop<Protocol>(shared_from_this(), acceptor, tls), asio::detached);
   }
 
   template <class Protocol>
   static asio::awaitable<void> accept_loop(std::shared_ptr<Impl> self,
-                                           typename Protocol::acceptor& acceptor);
-  template <class Protocol>
+                                           typename Protocol::acceptor& acceptor, bool tls);
+  void launch(Generic::socket socket, std::string peer, bool tls);
+  template <class Stream>
   static asio::awaitable<void> run_session(std::shared_ptr<Impl> self,
-                                           std::shared_ptr<Session<Protocol>> session);
-  template <class Protocol>
-  asio::awaitable<bool> serve_one(Session<Protocol>& session, beast::flat_buffer& buffer,
-                                  bool first);
-  template <class Protocol>
-  asio::awaitable<bool> send(Session<Protocol>& session, unsigned version, Verb method,
-                             Response res, bool keep_alive);
-  template <class Protocol>
-  asio::awaitable<void> linger_close(Session<Protocol>& session);
+                                           std::shared_ptr<Session<Stream>> session);
+  asio::awaitable<bool> handshake(Session<TlsStream>& session);
+  template <class Stream>
+  asio::awaitable<bool> serve_one(Session<Stream>& session, beast::flat_buffer& buffer, bool first);
+  template <class Stream>
+  asio::awaitable<bool> send(Session<Stream>& session, unsigned version, Verb method, Response res,
+                             bool keep_alive);
+  asio::awaitable<void> linger_close(PlainStream& transport);
+  Expected<Tcp::endpoint> listen_inet(std::string_view address, std::uint16_t port, bool tls);
 
   void end_session(const std::shared_ptr<SessionBase>& session) {
     if (sessions.erase(session) > 0) {
@@ -129,6 +274,8 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   void close_listeners() {
     error_code ec;
     for (auto& a : tcp_acceptors)
+      a->close(ec);
+    for (auto& a : tls_acceptors)
       a->close(ec);
     for (auto& a : unix_acceptors)
       a->close(ec);
@@ -187,7 +334,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
 
 template <class Protocol>
 asio::awaitable<void> Server::Impl::accept_loop(std::shared_ptr<Impl> self,
-                                                typename Protocol::acceptor& acceptor) {
+                                                typename Protocol::acceptor& acceptor, bool tls) {
   for (;;) {
     typename Protocol::socket socket(self->ex);
     error_code ec;
@@ -207,20 +354,37 @@ asio::awaitable<void> Server::Impl::accept_loop(std::shared_ptr<Impl> self,
       continue;
     }
     auto name = peer_name(socket);
-    auto session = std::make_shared<Session<Protocol>>(std::move(socket), std::move(name));
-    self->sessions.insert(session);
-    self->stats.active_connections.fetch_add(1, std::memory_order_relaxed);
-    asio::co_spawn(self->ex, run_session<Protocol>(self, std::move(session)), asio::detached);
+    self->launch(Generic::socket(std::move(socket)), std::move(name), tls);
   }
 }
 
-template <class Protocol>
+// Registers a new session (it counts against max_connections from here, TLS handshake included)
+// and runs it.
+void Server::Impl::launch(Generic::socket socket, std::string peer, bool tls) {
+  stats.active_connections.fetch_add(1, std::memory_order_relaxed);
+  if (tls) {
+    auto session = std::make_shared<Session<TlsStream>>(std::move(socket), tls_context.load(),
+                                                        std::move(peer));
+    sessions.insert(session);
+    asio::co_spawn(ex, run_session<TlsStream>(shared_from_this(), std::move(session)),
+                   asio::detached);
+  } else {
+    auto session = std::make_shared<Session<PlainStream>>(std::move(socket), std::move(peer));
+    sessions.insert(session);
+    asio::co_spawn(ex, run_session<PlainStream>(shared_from_this(), std::move(session)),
+                   asio::detached);
+  }
+}
+
+template <class Stream>
 asio::awaitable<void> Server::Impl::run_session(std::shared_ptr<Impl> self,
-                                                std::shared_ptr<Session<Protocol>> session) {
+                                                std::shared_ptr<Session<Stream>> session) {
   try {
     beast::flat_buffer buffer;
     bool first = true;
-    while (!session->closing) {
+    bool open = true;
+    if constexpr (std::same_as<Stream, TlsStream>) open = co_await self->handshake(*session);
+    while (open && !session->closing) {
       if (!co_await self->serve_one(*session, buffer, first)) break;
       first = false;
     }
@@ -231,18 +395,46 @@ asio::awaitable<void> Server::Impl::run_session(std::shared_ptr<Impl> self,
   self->end_session(session);
 }
 
+// The TLS handshake under the header deadline: a client that stalls in it is the TLS slowloris.
+asio::awaitable<bool> Server::Impl::handshake(Session<TlsStream>& session) {
+  error_code ec;
+  session.transport().expires_after(limits.header_timeout);
+  co_await session.stream.async_handshake(ssl::stream_base::server,
+                                          asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    if (ec == beast::error::timeout) {
+      stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+      logger.debug("Dropped {}: TLS handshake deadline", session.peer);
+    } else if (!is_disconnect(ec)) {
+      stats.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+      // "certificate verify failed" alone does not say what was wrong with the certificate.
+      const long verify = SSL_get_verify_result(session.stream.native_handle());
+      logger.debug("TLS handshake with {} failed: {}{}", session.peer, ec.message(),
+                   verify == X509_V_OK
+                       ? std::string()
+                       : std::string(" (") + X509_verify_cert_error_string(verify) + ")");
+    }
+    ERR_clear_error();
+    co_return false;
+  }
+  read_peer_certificate(session.stream.native_handle(), session.peer_identity,
+                        session.peer_fingerprint);
+  co_return true;
+}
+
 // Reads, routes and answers one request. Returns false when the connection must end.
-template <class Protocol>
-asio::awaitable<bool> Server::Impl::serve_one(Session<Protocol>& session,
-                                              beast::flat_buffer& buffer, bool first) {
+template <class Stream>
+asio::awaitable<bool> Server::Impl::serve_one(Session<Stream>& session, beast::flat_buffer& buffer,
+                                              bool first) {
   auto& stream = session.stream;
+  auto& transport = session.transport();
   error_code ec;
 
   // 1. Wait for the first byte. A new connection gets the header deadline from the start (a
   // client that connects and says nothing is the cheapest slowloris); keep-alive gets idle time.
   session.idle = true;
   if (buffer.size() == 0) {
-    stream.expires_after(first ? limits.header_timeout : limits.idle_timeout);
+    transport.expires_after(first ? limits.header_timeout : limits.idle_timeout);
     const auto n = co_await stream.async_read_some(buffer.prepare(4096),
                                                    asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
@@ -252,9 +444,9 @@ asio::awaitable<bool> Server::Impl::serve_one(Session<Protocol>& session,
       co_return false;
     }
     buffer.commit(n);
-    if (!first) stream.expires_after(limits.header_timeout);
+    if (!first) transport.expires_after(limits.header_timeout);
   } else {
-    stream.expires_after(limits.header_timeout);
+    transport.expires_after(limits.header_timeout);
   }
   session.idle = false;
 
@@ -269,7 +461,7 @@ asio::awaitable<bool> Server::Impl::serve_one(Session<Protocol>& session,
       logger.debug("Dropped {}: request read deadline", session.peer);
       return std::nullopt;
     }
-    if (is_disconnect(e)) return std::nullopt;
+    if (is_disconnect(e) || is_tls_failure(e)) return std::nullopt;
     if (e == bhttp::error::header_limit) {
       return Response::error(
           Status::request_header_fields_too_large, "header_too_large",
@@ -290,7 +482,7 @@ asio::awaitable<bool> Server::Impl::serve_one(Session<Protocol>& session,
     auto res = on_read_error(ec);
     if (res) {
       if (co_await send(session, 11, Verb::get, std::move(*res), false)) {
-        co_await linger_close(session);
+        co_await linger_close(transport);
       }
     }
     co_return false;
@@ -302,7 +494,7 @@ asio::awaitable<bool> Server::Impl::serve_one(Session<Protocol>& session,
     const auto expect = parser.get()[bhttp::field::expect];
     if (iequals(expect, "100-continue") && parser.get().version() >= 11) {
       static constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
-      stream.expires_after(limits.write_timeout);
+      transport.expires_after(limits.write_timeout);
       co_await asio::async_write(stream, asio::buffer(continue_line.data(), continue_line.size()),
                                  asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
@@ -310,7 +502,7 @@ asio::awaitable<bool> Server::Impl::serve_one(Session<Protocol>& session,
         co_return false;
       }
     }
-    stream.expires_after(limits.body_timeout);
+    transport.expires_after(limits.body_timeout);
     co_await bhttp::async_read(stream, buffer, parser,
                                asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
@@ -318,13 +510,13 @@ asio::awaitable<bool> Server::Impl::serve_one(Session<Protocol>& session,
       if (res) {
         if (co_await send(session, parser.get().version(), parser.get().method(), std::move(*res),
                           false)) {
-          co_await linger_close(session);
+          co_await linger_close(transport);
         }
       }
       co_return false;
     }
   }
-  stream.expires_never();  // a handler may take its time; stop() bounds it with the grace
+  transport.expires_never();  // a handler may take its time; stop() bounds it with the grace
 
   // 4. Route and run the handler.
   auto& msg = parser.get();
@@ -361,6 +553,8 @@ asio::awaitable<bool> Server::Impl::serve_one(Session<Protocol>& session,
       req.body = std::move(msg.body());
       req.path_params = std::move(m.params);
       req.peer = session.peer;
+      req.peer_identity = session.peer_identity;
+      req.peer_cert_fingerprint = session.peer_fingerprint;
       // `routes` keeps the handler alive even if set_router() swaps the table meanwhile.
       try {
         res = co_await (*m.handler)(req);
@@ -381,8 +575,8 @@ asio::awaitable<bool> Server::Impl::serve_one(Session<Protocol>& session,
 }
 
 // Writes `res` under the write deadline. Returns false when the connection must end.
-template <class Protocol>
-asio::awaitable<bool> Server::Impl::send(Session<Protocol>& session, unsigned version, Verb method,
+template <class Stream>
+asio::awaitable<bool> Server::Impl::send(Session<Stream>& session, unsigned version, Verb method,
                                          Response res, bool keep_alive) {
   count_response(res.status);
   bhttp::response<bhttp::string_body> out{res.status, version};
@@ -395,7 +589,7 @@ asio::awaitable<bool> Server::Impl::send(Session<Protocol>& session, unsigned ve
   if (method != Verb::head) out.body() = std::move(res.body);
   out.keep_alive(keep_alive);
   error_code ec;
-  session.stream.expires_after(limits.write_timeout);
+  session.transport().expires_after(limits.write_timeout);
   co_await bhttp::async_write(session.stream, out, asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
     if (ec == beast::error::timeout) {
@@ -409,16 +603,16 @@ asio::awaitable<bool> Server::Impl::send(Session<Protocol>& session, unsigned ve
 
 // After an error response, half-close and drain what the client is still sending for a moment:
 // closing with unread input makes the kernel send RST, which can destroy the response in flight.
-template <class Protocol>
-asio::awaitable<void> Server::Impl::linger_close(Session<Protocol>& session) {
+// Works below TLS: what the client still sends is discarded undecrypted.
+asio::awaitable<void> Server::Impl::linger_close(PlainStream& transport) {
   error_code ec;
-  session.stream.socket().shutdown(asio::socket_base::shutdown_send, ec);
+  transport.socket().shutdown(asio::socket_base::shutdown_send, ec);
   if (ec) co_return;
-  session.stream.expires_after(limits.linger_timeout);
+  transport.expires_after(limits.linger_timeout);
   std::array<char, 4096> scratch;
   for (;;) {
-    co_await session.stream.async_read_some(asio::buffer(scratch),
-                                            asio::redirect_error(asio::use_awaitable, ec));
+    co_await transport.async_read_some(asio::buffer(scratch),
+                                       asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return;
   }
 }
@@ -450,13 +644,36 @@ std::shared_ptr<const Router> Server::router() const {
 }
 
 Expected<Tcp::endpoint> Server::listen_tcp(std::string_view address, std::uint16_t port) {
+  return impl_->listen_inet(address, port, false);
+}
+
+Expected<Tcp::endpoint> Server::listen_tls(std::string_view address, std::uint16_t port,
+                                           const TlsOptions& tls) {
+  auto ctx = make_tls_context(tls);
+  if (!ctx) return std::unexpected(ctx.error());
+  // Set before the listener exists so its first connection finds a context; undone on failure.
+  auto previous = impl_->tls_context.exchange(std::move(*ctx));
+  auto bound = impl_->listen_inet(address, port, true);
+  if (!bound) impl_->tls_context.store(std::move(previous));
+  return bound;
+}
+
+Expected<void> Server::set_tls(const TlsOptions& tls) {
+  auto ctx = make_tls_context(tls);
+  if (!ctx) return std::unexpected(ctx.error());
+  impl_->tls_context.store(std::move(*ctx));
+  return {};
+}
+
+Expected<Tcp::endpoint> Server::Impl::listen_inet(std::string_view address, std::uint16_t port,
+                                                  bool tls) {
   error_code ec;
   const auto addr = asio::ip::make_address(std::string(address), ec);
   if (ec) {
     return fail(Errc::invalid_argument, "Bad listen address \"" + std::string(address) + "\"");
   }
   const Tcp::endpoint endpoint(addr, port);
-  auto acceptor = std::make_unique<Tcp::acceptor>(impl_->ex);
+  auto acceptor = std::make_unique<Tcp::acceptor>(ex);
   const auto where = "\"" + std::string(address) + ":" + std::to_string(port) + "\"";
   acceptor->open(endpoint.protocol(), ec);
   if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
@@ -467,8 +684,9 @@ Expected<Tcp::endpoint> Server::listen_tcp(std::string_view address, std::uint16
   }
   auto bound = acceptor->local_endpoint(ec);
   if (ec) return fail(Errc::internal, "Failed to read the bound address: " + ec.message());
-  impl_->tcp_acceptors.push_back(std::move(acceptor));
-  if (impl_->started) impl_->spawn_accept<Tcp>(*impl_->tcp_acceptors.back());
+  auto& list = tls ? tls_acceptors : tcp_acceptors;
+  list.push_back(std::move(acceptor));
+  if (started) spawn_accept<Tcp>(*list.back(), tls);
   return bound;
 }
 
@@ -514,7 +732,7 @@ Expected<void> Server::listen_unix(const std::string& path) {
   }
   impl_->unix_acceptors.push_back(std::move(acceptor));
   impl_->unix_paths.push_back(path);
-  if (impl_->started) impl_->spawn_accept<Local>(*impl_->unix_acceptors.back());
+  if (impl_->started) impl_->spawn_accept<Local>(*impl_->unix_acceptors.back(), false);
   return {};
 }
 
@@ -522,9 +740,11 @@ void Server::start() {
   if (impl_->started) return;
   impl_->started = true;
   for (auto& a : impl_->tcp_acceptors)
-    impl_->spawn_accept<Tcp>(*a);
+    impl_->spawn_accept<Tcp>(*a, false);
+  for (auto& a : impl_->tls_acceptors)
+    impl_->spawn_accept<Tcp>(*a, true);
   for (auto& a : impl_->unix_acceptors)
-    impl_->spawn_accept<Local>(*a);
+    impl_->spawn_accept<Local>(*a, false);
 }
 
 void Server::stop(std::chrono::milliseconds grace, std::function<void()> on_stopped) {

@@ -1,6 +1,7 @@
-// The HTTP/1.1 server behind the local admin endpoint and the metrics listener: TCP and unix
-// listeners, keep-alive, hard limits and deadlines against slow or hostile clients, and a
-// graceful stop. Beast stays inside server.cpp so users of this header compile quickly.
+// The HTTP/1.1 server behind the local admin endpoint, the metrics listener and the cluster API:
+// TCP, unix and TLS (optionally mutual) listeners, keep-alive, hard limits and deadlines against
+// slow or hostile clients, and a graceful stop. Beast and OpenSSL stay inside server.cpp so users
+// of this header compile quickly.
 #pragma once
 
 #include <utility>  // Boost 1.74's awaitable.hpp uses std::exchange without including it
@@ -44,7 +45,8 @@ struct ServerStats {
   std::atomic<std::uint64_t> active_connections{0};            // open sessions right now (gauge)
   std::atomic<std::uint64_t> rejected_connections{0};          // closed at accept: max_connections
   std::atomic<std::uint64_t> bad_requests{0};                  // malformed HTTP or request-target
-  std::atomic<std::uint64_t> timeouts{0};                      // header, body or write deadline hit
+  std::atomic<std::uint64_t> timeouts{0};  // TLS handshake, header, body or write deadline hit
+  std::atomic<std::uint64_t> tls_handshake_failures{0};  // refused or broken TLS handshakes
 
   // Responses sent with status in [100 * status_class, 100 * status_class + 99].
   std::uint64_t requests(int status_class) const {
@@ -53,9 +55,18 @@ struct ServerStats {
   }
 };
 
+// A TLS listener's identity and, for mutual TLS, whom it trusts; all PEM text, not file names.
+struct TlsOptions {
+  std::string cert_pem;       // server certificate, then any intermediates
+  std::string key_pem;        // its private key (unencrypted)
+  std::string client_ca_pem;  // if set: ask clients for a certificate and verify it against this
+  bool require_client_cert = false;  // refuse the handshake without one (needs client_ca_pem)
+};
+
 // Thread safety: all work runs on a strand of the given executor. listen_*() and start() are
-// meant to be called before the io_context runs (or from its thread); set_router(), stop() and
-// the accessors may be called from any thread. Destroy the Server before its io_context.
+// meant to be called before the io_context runs (or from its thread); set_router(), set_tls(),
+// stop() and the accessors may be called from any thread. Destroy the Server before its
+// io_context.
 class Server {
  public:
   // `logger` names the listener in logs ("http.admin", "http.metrics").
@@ -74,6 +85,16 @@ class Server {
 
   // Binds and listens on address:port (port 0 picks a free port); returns the bound endpoint.
   Expected<boost::asio::ip::tcp::endpoint> listen_tcp(std::string_view address, std::uint16_t port);
+  // Like listen_tcp(), but every connection speaks TLS (1.2 or 1.3) with `tls`, which becomes the
+  // server's TLS identity as if by set_tls(). The handshake runs under header_timeout and counts
+  // against max_connections. With client_ca_pem, a client certificate that does not verify
+  // against it fails the handshake; a verified one sets Request::peer_identity.
+  Expected<boost::asio::ip::tcp::endpoint> listen_tls(std::string_view address, std::uint16_t port,
+                                                      const TlsOptions& tls);
+  // Replaces the TLS identity (certificate, key, client CA) of every TLS listener, e.g. to rotate
+  // a certificate; connections accepted from now on use it, existing ones keep theirs. Bad PEM or
+  // a key that does not match the certificate is Errc::invalid_argument and changes nothing.
+  Expected<void> set_tls(const TlsOptions& tls);
   // Binds a unix socket with mode 0600, replacing a stale socket file but refusing a live one
   // or a non-socket file at `path`.
   Expected<void> listen_unix(const std::string& path);
