@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <boost/program_options.hpp>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -83,8 +84,8 @@ AdminTarget target_from(const po::variables_map& vm) {
 
 // Fetches JSON from the agent; prints the error and returns false on any failure.
 bool fetch_json(const AdminTarget& target, const std::string& method, const std::string& path,
-                nlohmann::json& out) {
-  auto reply = admin_request(target, method, path);
+                nlohmann::json& out, const std::string& body = "") {
+  auto reply = admin_request(target, method, path, body);
   if (!reply) {
     std::fprintf(stderr, "neco: %s\n", reply.error().message.c_str());
     return false;
@@ -224,6 +225,19 @@ int cmd_status(const std::vector<std::string>& args) {
   std::printf("%-10s %s\n", "UPTIME", format_uptime(st.value("uptime_seconds", 0.0)).c_str());
   std::printf("%-10s %s\n", "ROLE", st.value("role", std::string()).c_str());
   std::printf("%-10s %s\n", "LEADER", leader.c_str());
+  if (st.contains("cluster") && st["cluster"].is_object()) {
+    const auto& c = st["cluster"];
+    std::string text;
+    if (c.contains("joined")) {
+      text = c.value("joined", false) ? "joined via " + c.value("controller", std::string("-"))
+                                      : "not joined";
+    } else {
+      text = c.value("serving", false) ? "API " + c.value("api", std::string()) : "API not serving";
+      text += ", CA " + c.value("ca_fingerprint", std::string("-"));
+    }
+    if (c.contains("problem")) text += " (" + c.value("problem", std::string()) + ")";
+    std::printf("%-10s %s\n", "CLUSTER", text.c_str());
+  }
   std::printf("\n%-16s %-10s %s\n", "MODULE", "HEALTH", "MESSAGE");
   const auto mods = st.value("modules", nlohmann::json::array());
   if (mods.empty()) std::printf("%-16s %-10s %s\n", "(none)", "-", "");
@@ -261,6 +275,121 @@ int cmd_reload(const std::vector<std::string>& args) {
   return kOk;
 }
 
+std::string format_age(std::int64_t unix_seconds) {
+  if (unix_seconds <= 0) return "never";
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  return format_uptime(static_cast<double>(std::max<std::int64_t>(0, now - unix_seconds))) + " ago";
+}
+
+int cmd_join_token(const std::vector<std::string>& args) {
+  po::options_description desc("Options");
+  desc.add_options()("action", po::value<std::string>()->required(), "create or list")(
+      "ttl", po::value<std::string>()->default_value("1h"), "token lifetime (1s to 168h)")(
+      "json", "print as JSON");
+  add_target_options(desc);
+  po::positional_options_description pos;
+  pos.add("action", 1);
+  po::variables_map vm;
+  int code = kOk;
+  if (!parse("join-token",
+             "join-token create [--ttl 1h] [--json]\n       neco join-token list [--json]\n\n"
+             "create: on a controller, makes a single-use token a new node joins with, and "
+             "prints the role-file section to give that node.\nlist: tokens not yet used or "
+             "expired.",
+             desc, &pos, args, vm, code)) {
+    return code;
+  }
+  const auto action = vm["action"].as<std::string>();
+  const auto target = target_from(vm);
+  nlohmann::json j;
+  if (action == "list") {
+    if (!fetch_json(target, "GET", "/v1/cluster/join-tokens", j)) return kFailed;
+    if (vm.count("json") != 0) {
+      std::printf("%s\n", j.dump(2).c_str());
+      return kOk;
+    }
+    std::printf("%-10s %-20s %s\n", "ID", "CREATED BY", "EXPIRES");
+    for (const auto& t : j.value("tokens", nlohmann::json::array())) {
+      const auto left = t.value("expires_at", std::int64_t{0}) -
+                        std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+      std::printf("%-10s %-20s in %s\n", t.value("id", std::string()).c_str(),
+                  t.value("created_by", std::string()).c_str(),
+                  format_uptime(static_cast<double>(std::max<std::int64_t>(0, left))).c_str());
+    }
+    return kOk;
+  }
+  if (action != "create") {
+    return usage_error("join-token", "unknown action '" + action + "' (known: create, list)");
+  }
+  const nlohmann::json body = {{"ttl", vm["ttl"].as<std::string>()}};
+  if (!fetch_json(target, "POST", "/v1/cluster/join-tokens", j, body.dump())) return kFailed;
+  if (vm.count("json") != 0) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return kOk;
+  }
+  std::string controllers;
+  for (const auto& c : j.value("controllers", nlohmann::json::array()))
+    controllers += (controllers.empty() ? "" : ", ") + c.get<std::string>();
+  std::printf(
+      "token:          %s\nca_fingerprint: %s\nexpires in:     %s (single use)\n\n"
+      "Give the new node this role-file section:\n\n"
+      "cluster:\n  join:\n    controllers: [%s]\n    token: %s\n    ca_fingerprint: %s\n",
+      j.value("token", std::string()).c_str(), j.value("ca_fingerprint", std::string()).c_str(),
+      vm["ttl"].as<std::string>().c_str(), controllers.c_str(),
+      j.value("token", std::string()).c_str(), j.value("ca_fingerprint", std::string()).c_str());
+  return kOk;
+}
+
+int cmd_nodes(const std::vector<std::string>& args) {
+  po::options_description desc("Options");
+  desc.add_options()("action", po::value<std::string>()->default_value("list"), "list or remove")(
+      "name", po::value<std::string>(), "node to remove")("json", "print as JSON");
+  add_target_options(desc);
+  po::positional_options_description pos;
+  pos.add("action", 1).add("name", 1);
+  po::variables_map vm;
+  int code = kOk;
+  if (!parse("nodes",
+             "nodes [list] [--json]\n       neco nodes remove NAME\n\n"
+             "list (on a controller): every cluster member with role, version, state and "
+             "last heartbeat.\nremove: forgets a member; it must join again with a new token.",
+             desc, &pos, args, vm, code)) {
+    return code;
+  }
+  const auto action = vm["action"].as<std::string>();
+  const auto target = target_from(vm);
+  nlohmann::json j;
+  if (action == "remove") {
+    if (vm.count("name") == 0) return usage_error("nodes", "nodes remove needs a NAME");
+    const auto name = vm["name"].as<std::string>();
+    if (!fetch_json(target, "DELETE", "/v1/cluster/nodes/" + name, j)) return kFailed;
+    std::printf("removed %s\n", name.c_str());
+    return kOk;
+  }
+  if (action != "list") {
+    return usage_error("nodes", "unknown action '" + action + "' (known: list, remove)");
+  }
+  if (!fetch_json(target, "GET", "/v1/cluster/nodes", j)) return kFailed;
+  if (vm.count("json") != 0) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return kOk;
+  }
+  std::printf("%-24s %-11s %-10s %-12s %s\n", "NAME", "ROLE", "VERSION", "STATE", "LAST SEEN");
+  for (const auto& n : j.value("nodes", nlohmann::json::array())) {
+    std::string role = n.value("role", std::string());
+    if (n.value("leader", false)) role += "*";
+    std::printf("%-24s %-11s %-10s %-12s %s\n", n.value("name", std::string()).c_str(),
+                role.c_str(), n.value("version", std::string()).c_str(),
+                n.value("state", std::string()).c_str(),
+                format_age(n.value("last_seen", std::int64_t{0})).c_str());
+  }
+  return kOk;
+}
+
 int cmd_version(const std::vector<std::string>& args) {
   po::options_description desc("Options");
   desc.add_options()("json", "print as JSON");
@@ -287,6 +416,8 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
       {"agent", "run the agent daemon with a role file", cmd_agent},
       {"config", "validate a role file (config check FILE)", cmd_config},
+      {"join-token", "create a single-use token for a node to join (controllers)", cmd_join_token},
+      {"nodes", "list cluster members and their state (controllers)", cmd_nodes},
       {"reload", "make the local agent re-read its role file", cmd_reload},
       {"status", "show the local agent's state", cmd_status},
       {"version", "print version and compiled-in modules", cmd_version},
@@ -299,7 +430,7 @@ void print_help() {
       "Usage: neco COMMAND [OPTIONS]\n\nneco is a datacenter operating agent.\n\n"
       "Commands:\n");
   for (const auto& c : commands())
-    std::printf("  %-10s %s\n", c.name, c.summary);
+    std::printf("  %-11s %s\n", c.name, c.summary);
   std::printf("\nRun 'neco COMMAND --help' for a command's options.\n");
 }
 

@@ -9,9 +9,7 @@
 #include <cstring>
 
 namespace neco::config {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 std::string check_node_name(const std::string& v) {
   // Node names end up in certificates, store keys and metric labels: keep them DNS-label-like.
@@ -199,7 +197,7 @@ void check_cluster(const YAML::Node& root, const CoreConfig& core, Diagnostics& 
     YAML::Node n;
     n.reset(root);
     for (const char* k : keys) {
-      if (!n.IsMap() || !n[k].IsDefined()) break;
+      if (!n.IsDefined() || !n.IsMap() || !n[k].IsDefined()) break;
       YAML::Node child = n[k];
       n.reset(child);
     }
@@ -216,7 +214,8 @@ void check_cluster(const YAML::Node& root, const CoreConfig& core, Diagnostics& 
                "cluster.join.ca_fingerprint is required to trust the controllers; it is printed "
                "by 'neco join-token create'");
   }
-  if (!core.controller && root["cluster"].IsMap() && root["cluster"]["api"].IsDefined()) {
+  const auto cluster = root["cluster"];  // yaml-cpp: Type() of a missing key throws
+  if (!core.controller && cluster.IsDefined() && cluster.IsMap() && cluster["api"].IsDefined()) {
     diag.error(mark({"cluster", "api"}),
                "cluster.api: only controllers serve the cluster API; set 'controller: true' or "
                "remove this section");

@@ -58,10 +58,10 @@ struct MetricsConfig {
 
 // The cluster API that controllers serve (HTTPS, mutual TLS) and nodes join.
 struct ClusterApiConfig {
-  bool enabled = true;                 // controllers only
-  std::string address = "127.0.0.1";   // listen address
+  bool enabled = true;                // controllers only
+  std::string address = "127.0.0.1";  // listen address
   std::int64_t port = 9443;
-  std::vector<std::string> advertise;  // names and IPs for the server certificate; default address
+  std::vector<std::string> advertise;   // names and IPs for the server certificate; default address
   std::int64_t max_connections = 4096;  // nodes hold one long-poll each
 };
 

@@ -14,10 +14,13 @@
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <thread>
 
+#include "agent/cluster/controller.hpp"
+#include "agent/cluster/node.hpp"
 #include "agent/http/server.hpp"
 #include "agent/log/log.hpp"
 #include "agent/metrics/exposition.hpp"
@@ -29,6 +32,7 @@
 #include "agent/runtime/sd_notify.hpp"
 #include "agent/runtime/state_lock.hpp"
 #include "agent/runtime/worker_pool.hpp"
+#include "agent/store/etcd_store.hpp"
 #include "agent/store/sqlite_store.hpp"
 #include "agent/store/store_election.hpp"
 
@@ -92,8 +96,10 @@ struct Agent::Impl {
   asio::io_context io{1};
   std::optional<WorkerPool> pool;
   metrics::Registry registry;
-  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<store::Store> store_;
   std::unique_ptr<store::LeaderLoop> leader;
+  std::unique_ptr<cluster::ClusterController> cluster_controller;  // controllers
+  std::unique_ptr<cluster::ClusterNode> cluster_node;              // nodes that join
   std::unique_ptr<http::Server> admin;
   std::unique_ptr<http::Server> metrics_server;
   SystemdNotifier notifier = SystemdNotifier::from_environment();
@@ -239,13 +245,37 @@ struct Agent::Impl {
     }
   }
 
-  Expected<void> open_store() {
-    if (!role.core.controller) return {};
-    std::string path = role.core.store.sqlite.path;
+  Expected<std::unique_ptr<store::Store>> make_store() {
+    const auto& sc = role.core.store;
+    if (sc.backend == "etcd") {
+      store::EtcdOptions eo;
+      eo.endpoints = sc.etcd.endpoints;
+      eo.ca_file = sc.etcd.ca_file;
+      eo.cert_file = sc.etcd.cert_file;
+      eo.key_file = sc.etcd.key_file;
+      eo.request_timeout = sc.etcd.request_timeout;
+      eo.dial_timeout = sc.etcd.dial_timeout;
+      auto s = store::EtcdStore::open(eo);
+      if (!s) {
+        return fail(s.error().code,
+                    fmt::format("store.etcd in '{}': {}", role.path, s.error().message));
+      }
+      logger().info("Using etcd at {}", (*s)->current_endpoint());
+      return std::unique_ptr<store::Store>(std::move(*s));
+    }
+    std::string path = sc.sqlite.path;
     if (path.empty()) path = (std::filesystem::path(role.core.state_dir) / "store.db").string();
     store::SqliteOptions opts;
-    opts.history_revisions = role.core.store.history_revisions;
+    opts.history_revisions = sc.history_revisions;
     auto s = store::SqliteStore::open(path, opts);
+    if (!s) return std::unexpected(s.error());
+    logger().info("Opened store '{}'", path);
+    return std::unique_ptr<store::Store>(std::move(*s));
+  }
+
+  Expected<void> open_store() {
+    if (!role.core.controller) return {};
+    auto s = make_store();
     if (!s) return std::unexpected(s.error());
     store_ = std::move(*s);
     store_->set_stats_hook([this](std::string_view op, double seconds, bool ok) {
@@ -253,7 +283,6 @@ struct Agent::Impl {
       store_latency->with(labels).observe(seconds);
       if (!ok) store_errors->with(labels).inc();
     });
-    logger().info("Opened store '{}'", path);
 
     store::LeaderLoopOptions lo;
     lo.candidate = role.core.node.name;
@@ -261,7 +290,38 @@ struct Agent::Impl {
     leader = std::make_unique<store::LeaderLoop>(
         *store_, lo, [this](std::int64_t t) { asio::post(io, [this, t] { become_leader(t); }); },
         [this] { asio::post(io, [this] { become_follower(); }); });
+    if (role.core.cluster.api.enabled) {
+      cluster_controller = std::make_unique<cluster::ClusterController>(io, *pool, *store_, *leader,
+                                                                        registry, role.core);
+    }
     return leader->start();
+  }
+
+  // Joins the cluster when the role file says how (nodes only).
+  Expected<void> start_cluster() {
+    if (cluster_controller) return cluster_controller->start();
+    if (role.core.controller || role.core.cluster.join.controllers.empty()) return {};
+    // The heartbeat reports module health, read on the event loop where modules live.
+    auto report = [this]() -> nlohmann::json {
+      auto done = std::make_shared<std::promise<nlohmann::json>>();
+      auto fut = done->get_future();
+      asio::post(io, [this, done] {
+        nlohmann::json mods = nlohmann::json::array();
+        bool healthy = true;
+        for (size_t i = 0; i < modules.size(); ++i) {
+          const auto h = modules[i]->health();
+          healthy = healthy && started[i] && h.state == HealthState::healthy;
+          mods.push_back({{"name", modules[i]->name()}, {"health", to_string(h.state)}});
+        }
+        done->set_value({{"health", healthy ? "healthy" : "degraded"}, {"modules", mods}});
+      });
+      if (fut.wait_for(std::chrono::seconds(2)) != std::future_status::ready) {
+        return {{"health", "unknown"}, {"modules", nlohmann::json::array()}};
+      }
+      return fut.get();
+    };
+    cluster_node = std::make_unique<cluster::ClusterNode>(role.core, report);
+    return cluster_node->start();
   }
 
   void become_leader(std::int64_t t) {
@@ -269,6 +329,7 @@ struct Agent::Impl {
     is_leader = true;
     term = t;
     logger().info("This agent is now the leader (term {})", t);
+    if (cluster_controller) cluster_controller->on_leader(t);
     for (size_t i = 0; i < modules.size(); ++i) {
       if (started[i]) modules[i]->on_leader(t);
     }
@@ -278,6 +339,7 @@ struct Agent::Impl {
     if (!is_leader) return;
     is_leader = false;
     logger().warning("This agent is no longer the leader (term {} ended)", term);
+    if (cluster_controller) cluster_controller->on_follower();
     for (size_t i = 0; i < modules.size(); ++i) {
       if (started[i]) modules[i]->on_follower();
     }
@@ -316,6 +378,7 @@ struct Agent::Impl {
           co_return Response::json({{"result", "applied"}, {"file", role.path}});
         },
         true);
+    if (cluster_controller) cluster_controller->add_admin_routes(*router);
     for (size_t i = 0; i < modules.size(); ++i) {
       ModuleRoutes routes(*router, std::string(modules[i]->name()));
       modules[i]->add_routes(routes);
@@ -383,6 +446,12 @@ struct Agent::Impl {
     if (role.core.controller && store_ == nullptr) {
       not_ready.push_back({{"module", "store"}, {"health", "failed"}, {"message", "not open"}});
     }
+    if (cluster_node && !cluster_node->ready()) {
+      const auto st = cluster_node->status();
+      not_ready.push_back({{"module", "cluster"},
+                           {"health", "starting"},
+                           {"message", st.value("problem", std::string("joining"))}});
+    }
     if (not_ready.empty()) return Response::json({{"status", "ready"}});
     return Response::json({{"status", "not ready"}, {"problems", not_ready}},
                           Status::service_unavailable);
@@ -418,10 +487,15 @@ struct Agent::Impl {
                                    {"self", st.is_leader},
                                    {"transitions", st.transitions}};
       j["store"] = nlohmann::json{{"backend", role.core.store.backend}};
+      if (auto* e = dynamic_cast<store::EtcdStore*>(store_.get())) {
+        j["store"]["endpoint"] = e->current_endpoint();
+      }
     } else {
       j["role"] = "node";
       j["leader"] = nullptr;
     }
+    if (cluster_controller) j["cluster"] = cluster_controller->status();
+    if (cluster_node) j["cluster"] = cluster_node->status();
     return j;
   }
 
@@ -610,6 +684,7 @@ struct Agent::Impl {
       }
       started[i] = true;
     }
+    if (auto ok = start_cluster(); !ok) return ok;
 
     if (options.handle_signals) {
       signals.add(SIGTERM);
@@ -673,6 +748,8 @@ struct Agent::Impl {
       modules[i]->stop();
       started[i] = false;
     }
+    if (cluster_node) cluster_node->stop();
+    if (cluster_controller) co_await cluster_controller->stop(grace / 2);
     if (leader) leader->stop();  // resigns, so another controller need not wait for the TTL
     if (metrics_server) co_await metrics_server->async_stop(grace / 2);
     if (admin) co_await admin->async_stop(grace / 2);

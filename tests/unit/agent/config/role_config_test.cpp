@@ -107,8 +107,52 @@ TEST_CASE("node names and paths are checked", "[config]") {
 TEST_CASE("only controllers have a store", "[config]") {
   CHECK(error_of("node:\n  name: n1\nstore:\n  backend: sqlite\n")
             .find("role.yaml:4:3: store: only controllers have a store") != std::string::npos);
+  CHECK(error_of("node:\n  name: n1\ncontroller: true\nstore:\n  backend: mysql\n") ==
+        "role.yaml:5:12: store.backend: 'mysql' is not one of: sqlite, etcd");
+}
+
+TEST_CASE("the etcd backend needs endpoints as URLs, and cert with key", "[config]") {
   CHECK(error_of("node:\n  name: n1\ncontroller: true\nstore:\n  backend: etcd\n") ==
-        "role.yaml:5:12: store.backend: 'etcd' is not one of: sqlite");
+        "role.yaml:5:12: store.etcd.endpoints: the etcd backend needs at least one endpoint");
+  CHECK(error_of("node:\n  name: n1\ncontroller: true\nstore:\n  backend: etcd\n  etcd:\n"
+                 "    endpoints: [127.0.0.1:2379]\n")
+            .find("must be a URL like") != std::string::npos);
+  CHECK(error_of("node:\n  name: n1\ncontroller: true\nstore:\n  backend: etcd\n  etcd:\n"
+                 "    endpoints: [http://127.0.0.1:2379]\n    cert_file: /etc/c.pem\n")
+            .find("cert_file and key_file go together") != std::string::npos);
+  auto r = parse_role_text(
+      "node:\n  name: n1\ncontroller: true\nstore:\n  backend: etcd\n  etcd:\n"
+      "    endpoints: [http://10.0.0.1:2379, https://10.0.0.2:2379]\n"
+      "    request_timeout: 2s\n",
+      "role.yaml");
+  REQUIRE(r.has_value());
+  CHECK(r->core.store.etcd.endpoints.size() == 2);
+  CHECK(r->core.store.etcd.request_timeout == std::chrono::seconds(2));
+}
+
+TEST_CASE("cluster: controllers serve, nodes join with a pinned CA", "[config]") {
+  const std::string fp = "sha256:" + std::string(64, 'a');
+  auto node = parse_role_text(
+      "node:\n  name: n1\ncluster:\n  join:\n    controllers: "
+      "[https://10.0.0.1:9443]\n    token: t\n    ca_fingerprint: " +
+          fp + "\n",
+      "role.yaml");
+  REQUIRE(node.has_value());
+  CHECK(node->core.cluster.join.controllers.front() == "https://10.0.0.1:9443");
+  CHECK(neco::config::dump_core(node->core)["cluster"]["join"]["token"] == "<redacted>");
+  CHECK(error_of("node:\n  name: n1\ncluster:\n  join:\n    controllers: "
+                 "[https://10.0.0.1:9443]\n")
+            .find("ca_fingerprint is required") != std::string::npos);
+  CHECK(error_of("node:\n  name: n1\ncluster:\n  join:\n    ca_fingerprint: sha256:abc\n")
+            .find("must be sha256: and 64 lowercase hex digits") != std::string::npos);
+  CHECK(error_of("node:\n  name: n1\ncontroller: true\ncluster:\n  join:\n    controllers: "
+                 "[https://10.0.0.1:9443]\n    ca_fingerprint: " +
+                 fp + "\n")
+            .find("controllers do not join") != std::string::npos);
+  CHECK(error_of("node:\n  name: n1\ncluster:\n  api:\n    port: 9443\n")
+            .find("only controllers serve the cluster API") != std::string::npos);
+  CHECK(error_of("node:\n  name: n1\ncluster:\n  unreachable_after: 1\n")
+            .find("cluster.unreachable_after") != std::string::npos);
 }
 
 TEST_CASE("module sections are kept for their modules, in file order", "[config]") {
