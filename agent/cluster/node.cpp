@@ -1,7 +1,10 @@
 #include "agent/cluster/node.hpp"
 
+#include <sys/stat.h>
+
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
@@ -66,7 +69,7 @@ struct ClusterNode::Impl {
   bool beating = false;
   std::string problem;
   std::int64_t last_heartbeat = 0;
-  SysClock::time_point not_before{}, not_after{};
+  SysClock::time_point not_before{}, not_after{};  // not_before: when we received it
   std::int64_t desired_revision = 0;
   json desired_doc;
   std::string ca_pem;
@@ -117,10 +120,17 @@ struct ClusterNode::Impl {
                   fmt::format("{}/node.crt: {}", dir.string(), ok.error().message));
     }
     client.set_identity(TlsIdentity{ca, cert, key});
+    // The certificate's life counts from when we received it: signers backdate notBefore for
+    // clock skew, which would make a short-lived certificate look due for renewal at once.
+    struct stat st {};
+    auto received = ::stat((dir / "node.crt").c_str(), &st) == 0
+                        ? SysClock::from_time_t(st.st_mtim.tv_sec)
+                        : SysClock::now();
+    received = std::clamp(received, info->not_before, info->not_after);
     std::lock_guard lock(mu);
     joined = true;
     ca_pem = ca;
-    not_before = info->not_before;
+    not_before = received;
     not_after = info->not_after;
     return {};
   }

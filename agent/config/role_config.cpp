@@ -134,7 +134,7 @@ Schema<ClusterConfig> cluster_schema() {
           {.min = std::int64_t{2}, .max = std::int64_t{1000}});
   s.field("cert_validity", &ClusterConfig::cert_validity,
           "lifetime of node certificates; renewed when a third is left",
-          {.min = Duration(60'000), .max = Duration(std::int64_t{24} * 3600 * 1000 * 825)});
+          {.min = Duration(10'000), .max = Duration(std::int64_t{24} * 3600 * 1000 * 825)});
   return s;
 }
 

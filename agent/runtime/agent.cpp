@@ -238,6 +238,10 @@ struct Agent::Impl {
                       metrics::MetricType::gauge);
       t.add(static_cast<double>(st.term));
       out.push_back(std::move(t));
+      auto who = family("neco_leader_info", "The current leader as this agent knows it (1).",
+                        metrics::MetricType::gauge);
+      if (!st.leader.empty()) who.add(1, {{"leader", st.leader}});
+      out.push_back(std::move(who));
       auto tr = family("neco_leader_transitions_total",
                        "Times this agent gained or lost leadership.", metrics::MetricType::counter);
       tr.add(static_cast<double>(st.transitions));

@@ -185,6 +185,19 @@ class ClusterTest(unittest.TestCase):
             self.lab.nodes[1].signal(signal.SIGCONT)
         self.lab.wait_healthy(["node1"], 20)
 
+    def test_12_desired_state_reaches_the_node_by_long_poll(self):
+        # Later modules write desired state (upgrade, reboot); here the store is written
+        # directly, as a control loop would.
+        doc = {"generation": 7, "reboot": True}
+        etcdctl(self.lab, "put", "/neco/cluster/desired/node0", json.dumps(doc))
+        t0 = time.monotonic()
+        wait_for("node0 to see its desired state", lambda: http_json(
+            "GET", self.lab.node_admin(0) + "/status")[1].get("cluster", {}).get("desired")
+            == doc, 10, 0.05)
+        # Delivered by the long-poll, not by a later poll round.
+        self.assertLess(time.monotonic() - t0, 2)
+        etcdctl(self.lab, "del", "/neco/cluster/desired/node0")
+
     # ---- bad input on the cluster API ----
 
     def test_20_bad_input_is_refused_and_counted(self):
@@ -378,6 +391,36 @@ class ClusterTest(unittest.TestCase):
         with open(os.path.join(lab.dir, "node0.log")) as f:
             log = f.read()
         self.assertEqual(log.count("Joined the cluster"), 1)
+
+
+class RenewalTest(unittest.TestCase):
+    """Short-lived certificates: nodes and controllers renew them and keep working."""
+
+    def test_certificates_are_renewed_before_expiry(self):
+        if shutil.which("etcd") is None:
+            self.skipTest("etcd-server not installed")
+        tmp = tempfile.mkdtemp(prefix="neco-lab-test-")
+        lab = lab_mod.Lab(os.path.join(tmp, "lab"), NECO, nodes=1, election_ttl=f"{TTL}s",
+                          cert_validity="15s")
+        try:
+            lab.up()
+            crt = os.path.join(lab.dir, "node0", "pki", "node.crt")
+            def read():
+                with open(crt) as f:
+                    return f.read()
+            first = read()
+            t0 = time.monotonic()
+            # Renewal starts once a third of the 15 s is left, i.e. after about 10 s.
+            wait_for("a renewed node certificate", lambda: read() != first, 20, 0.5)
+            self.assertGreater(time.monotonic() - t0, 5)
+            names = [c["name"] for c in lab.info["controllers"]] + ["node0"]
+            time.sleep(6)  # past the first certificate's expiry
+            lab.wait_healthy(names, 10)
+            with open(os.path.join(lab.dir, "node0.log")) as f:
+                self.assertIn("Renewed the node certificate", f.read())
+        finally:
+            lab.down(remove=False)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
