@@ -273,6 +273,10 @@ struct ClusterController::Impl : std::enable_shared_from_this<Impl> {
           store::Compare::create_revision(std::string(keys::kCaCert), store::CompareOp::equal, 0));
       t.success.push_back(store::Op::make_put(std::string(keys::kCaCert), created->cert_pem));
       t.success.push_back(store::Op::make_put(std::string(keys::kCaKey), created->key_pem));
+      // For operators and tools that read the store: what nodes pin.
+      if (auto fp = cert_fingerprint(created->cert_pem)) {
+        t.success.push_back(store::Op::make_put(std::string(keys::kCaFingerprint), *fp));
+      }
       auto r = election.fenced_txn(t);
       if (!r) {
         if (r.error().code == Errc::failed_precondition) ++fenced_refusals;

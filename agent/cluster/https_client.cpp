@@ -8,9 +8,6 @@
 namespace neco::cluster {
 namespace {
 
-struct CurlDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
 struct SlistDeleter {
   void operator()(curl_slist* l) const { curl_slist_free_all(l); }
 };
@@ -41,9 +38,38 @@ void HttpsClient::abort() {
   aborted_ = true;
 }
 
+HttpsClient::~HttpsClient() {
+  for (auto& h : idle_)
+    curl_easy_cleanup(static_cast<CURL*>(h.curl));
+}
+
+HttpsClient::Handle HttpsClient::acquire() {
+  std::lock_guard lock(mu_);
+  if (!idle_.empty()) {
+    Handle h = idle_.back();
+    idle_.pop_back();
+    return h;
+  }
+  return Handle{curl_easy_init(), generation_};
+}
+
+void HttpsClient::release(Handle h) {
+  std::lock_guard lock(mu_);
+  if (h.curl == nullptr) return;
+  if (h.generation != generation_ || aborted_.load()) {
+    curl_easy_cleanup(static_cast<CURL*>(h.curl));
+    return;
+  }
+  idle_.push_back(h);
+}
+
 void HttpsClient::set_identity(TlsIdentity identity) {
   std::lock_guard lock(mu_);
   identity_ = std::move(identity);
+  ++generation_;
+  for (auto& h : idle_)
+    curl_easy_cleanup(static_cast<CURL*>(h.curl));
+  idle_.clear();
 }
 
 std::string HttpsClient::current() const {
@@ -68,7 +94,10 @@ Expected<HttpsReply> HttpsClient::request(const std::string& method, const std::
   for (std::size_t k = 0; k < endpoints_.size(); ++k) {
     const std::size_t i = (first + k) % endpoints_.size();
     bool reached = false;
-    auto r = request_one(endpoints_[i], id, method, path, body, timeout, reached);
+    Handle h = acquire();
+    if (h.curl == nullptr) return fail(Errc::internal, "curl_easy_init failed");
+    auto r = request_one(h.curl, endpoints_[i], id, method, path, body, timeout, reached);
+    release(h);
     if (r) {
       std::lock_guard lock(mu_);
       preferred_ = i;
@@ -84,13 +113,13 @@ Expected<HttpsReply> HttpsClient::request(const std::string& method, const std::
   return fail(code, fmt::format("no controller answered {} {} ({})", method, path, tried));
 }
 
-Expected<HttpsReply> HttpsClient::request_one(const std::string& endpoint, const TlsIdentity& id,
-                                              const std::string& method, const std::string& path,
-                                              const std::string& body,
+Expected<HttpsReply> HttpsClient::request_one(void* handle, const std::string& endpoint,
+                                              const TlsIdentity& id, const std::string& method,
+                                              const std::string& path, const std::string& body,
                                               std::chrono::milliseconds timeout, bool& reached) {
-  std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
-  if (!curl) return fail(Errc::internal, "curl_easy_init failed");
-  CURL* c = curl.get();
+  CURL* c = static_cast<CURL*>(handle);
+  // Options start from scratch for every request; the handle's open connections stay.
+  curl_easy_reset(c);
   HttpsReply reply;
   reply.endpoint = endpoint;
   const std::string url = endpoint + path;

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -28,6 +29,9 @@ struct HttpsReply {
 class HttpsClient {
  public:
   explicit HttpsClient(std::vector<std::string> endpoints);
+  ~HttpsClient();
+  HttpsClient(const HttpsClient&) = delete;
+  HttpsClient& operator=(const HttpsClient&) = delete;
 
   // Replaces the TLS material (after joining, after renewal); thread-safe.
   void set_identity(TlsIdentity identity);
@@ -45,14 +49,26 @@ class HttpsClient {
   void abort();
 
  private:
-  Expected<HttpsReply> request_one(const std::string& endpoint, const TlsIdentity& id,
+  Expected<HttpsReply> request_one(void* handle, const std::string& endpoint, const TlsIdentity& id,
                                    const std::string& method, const std::string& path,
                                    const std::string& body, std::chrono::milliseconds timeout,
                                    bool& reached);
 
+  // Idle curl handles, kept so that each keeps its TLS connection to a controller alive:
+  // a heartbeat then costs one request, not a TCP and TLS handshake. Dropped when the
+  // identity changes (generation_), so no connection outlives the certificate it was made with.
+  struct Handle {
+    void* curl = nullptr;
+    std::uint64_t generation = 0;
+  };
+  Handle acquire();
+  void release(Handle h);
+
   std::vector<std::string> endpoints_;
   mutable std::mutex mu_;
   TlsIdentity identity_;
+  std::vector<Handle> idle_;
+  std::uint64_t generation_ = 0;
   std::size_t preferred_ = 0;
   bool answered_ = false;
   std::atomic<bool> aborted_{false};

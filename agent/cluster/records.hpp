@@ -18,6 +18,7 @@ namespace keys {
 inline constexpr std::string_view kRoot = "/neco/cluster/";
 inline constexpr std::string_view kCaCert = "/neco/cluster/ca/cert";
 inline constexpr std::string_view kCaKey = "/neco/cluster/ca/key";
+inline constexpr std::string_view kCaFingerprint = "/neco/cluster/ca/fingerprint";
 inline constexpr std::string_view kTokens = "/neco/cluster/tokens/";    // + id: a join token
 inline constexpr std::string_view kMembers = "/neco/cluster/members/";  // + name: identity (join)
 inline constexpr std::string_view kStatus = "/neco/cluster/status/";    // + name: last heartbeat
