@@ -1,4 +1,5 @@
 #include "agent/cluster/pki.hpp"
+#include "agent/util/openssl_errors.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -65,21 +66,9 @@ struct ErrorQueueGuard {
   ErrorQueueGuard& operator=(const ErrorQueueGuard&) = delete;
 };
 
-// Drains OpenSSL's error queue into one line ("" when it is empty).
-std::string drain_errors() {
-  std::string out;
-  while (const unsigned long e = ERR_get_error()) {
-    std::array<char, 256> buf{};
-    ERR_error_string_n(e, buf.data(), buf.size());
-    if (!out.empty()) out += "; ";
-    out += buf.data();
-  }
-  return out;
-}
-
 // fail() with OpenSSL's queued reasons appended.
 std::unexpected<Error> ssl_fail(Errc code, std::string message) {
-  const auto detail = drain_errors();
+  const auto detail = drain_openssl_errors();
   if (!detail.empty()) message += ": " + detail;
   return fail(code, std::move(message));
 }

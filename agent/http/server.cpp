@@ -1,4 +1,5 @@
 #include "agent/http/server.hpp"
+#include "agent/util/openssl_errors.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -111,18 +112,6 @@ bool is_tls_failure(const error_code& ec) {
   return ec.category() == asio::error::get_ssl_category();
 }
 
-// OpenSSL's pending errors as one line; empties the (per-thread) queue.
-std::string drain_ssl_errors() {
-  std::string out;
-  while (const unsigned long e = ERR_get_error()) {
-    std::array<char, 256> buf{};
-    ERR_error_string_n(e, buf.data(), buf.size());
-    if (!out.empty()) out += "; ";
-    out += buf.data();
-  }
-  return out;
-}
-
 // Never prompt on a terminal for the passphrase of an encrypted key: refuse it.
 int no_passphrase(char*, int, int, void*) {
   return -1;
@@ -138,12 +127,12 @@ Expected<std::shared_ptr<ssl::context>> make_tls_context(const TlsOptions& tls) 
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   SSL_CTX* handle = ctx->native_handle();
   auto invalid = [](const std::string& what) {
-    const auto detail = drain_ssl_errors();
+    const auto detail = drain_openssl_errors();
     return fail(Errc::invalid_argument, detail.empty() ? what : what + ": " + detail);
   };
   SSL_CTX_set_default_passwd_cb(handle, no_passphrase);
   if (SSL_CTX_set_min_proto_version(handle, TLS1_2_VERSION) != 1) {
-    return fail(Errc::internal, "Failed to set the minimum TLS version: " + drain_ssl_errors());
+    return fail(Errc::internal, "Failed to set the minimum TLS version: " + drain_openssl_errors());
   }
   // Client-initiated renegotiation only costs the server CPU; nothing here needs it.
   SSL_CTX_set_options(handle,

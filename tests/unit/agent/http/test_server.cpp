@@ -36,6 +36,7 @@
 
 #include "agent/http/server.hpp"
 #include "tests/unit/agent/http/raw_client.hpp"
+#include "tests/unit/agent/http/server_fixture.hpp"
 
 namespace asio = boost::asio;
 namespace http = neco::http;
@@ -107,33 +108,10 @@ std::shared_ptr<const http::Router> make_router(std::atomic<int>& slow_started) 
 }
 
 // A server on 127.0.0.1:0 with its io_context on a background thread.
-struct Fixture {
-  explicit Fixture(http::ServerLimits limits = {}) {
-    server.emplace(io, limits, neco::log::Logger("http.test"));
-    server->set_router(make_router(slow_started));
-    auto ep = server->listen_tcp("127.0.0.1", 0);
-    REQUIRE(ep);
-    port = ep->port();
-    REQUIRE(port != 0);
-    server->start();
-    thread = std::thread([this] { io.run(); });
-  }
-  ~Fixture() {
-    server->stop(0ms);
-    eventually([&] { return server->stopped(); });
-    work.reset();
-    io.stop();
-    thread.join();
-    server.reset();
-  }
-  const http::ServerStats& stats() const { return server->stats(); }
-
-  asio::io_context io;
-  asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
-  std::atomic<int> slow_started{0};
-  std::optional<http::Server> server;
-  std::uint16_t port = 0;
-  std::thread thread;
+struct Fixture : neco::testing::ServerFixture {
+  explicit Fixture(http::ServerLimits limits = {})
+      : ServerFixture(limits, make_router,
+                      [](http::Server& s) { return s.listen_tcp("127.0.0.1", 0); }) {}
 };
 
 http::ServerLimits fast_limits() {

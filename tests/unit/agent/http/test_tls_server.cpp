@@ -26,6 +26,7 @@
 #include "agent/cluster/pki.hpp"
 #include "agent/http/server.hpp"
 #include "tests/unit/agent/http/raw_client.hpp"
+#include "tests/unit/agent/http/server_fixture.hpp"
 
 namespace asio = boost::asio;
 namespace http = neco::http;
@@ -195,32 +196,10 @@ std::shared_ptr<const http::Router> make_router(std::atomic<int>& slow_started) 
 }
 
 // A server with one TLS listener on 127.0.0.1:0 and its io_context on a background thread.
-struct Fixture {
-  explicit Fixture(const http::TlsOptions& tls, http::ServerLimits limits = {}) {
-    server.emplace(io, limits, neco::log::Logger("http.tls-test"));
-    server->set_router(make_router(slow_started));
-    auto ep = server->listen_tls("127.0.0.1", 0, tls);
-    REQUIRE(ep);
-    port = ep->port();
-    server->start();
-    thread = std::thread([this] { io.run(); });
-  }
-  ~Fixture() {
-    server->stop(0ms);
-    eventually([&] { return server->stopped(); });
-    work.reset();
-    io.stop();
-    thread.join();
-    server.reset();
-  }
-  const http::ServerStats& stats() const { return server->stats(); }
-
-  asio::io_context io;
-  asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
-  std::atomic<int> slow_started{0};
-  std::optional<http::Server> server;
-  std::uint16_t port = 0;
-  std::thread thread;
+struct Fixture : neco::testing::ServerFixture {
+  explicit Fixture(const http::TlsOptions& tls, http::ServerLimits limits = {})
+      : ServerFixture(limits, make_router,
+                      [&tls](http::Server& s) { return s.listen_tls("127.0.0.1", 0, tls); }) {}
 };
 
 http::ServerLimits fast_limits() {
