@@ -133,6 +133,7 @@ struct ClusterController::Impl : std::enable_shared_from_this<Impl> {
 
   // Event loop only.
   std::unique_ptr<http::Server> api;
+  std::atomic<const http::Server*> api_for_metrics{nullptr};     // set once api exists
   std::map<std::string, std::pair<std::int64_t, json>> desired;  // name -> (mod_revision, doc)
   std::multimap<std::string, std::shared_ptr<asio::steady_timer>> waiters;
 
@@ -404,6 +405,7 @@ struct ClusterController::Impl : std::enable_shared_from_this<Impl> {
     }
     server->start();
     api = std::move(server);
+    api_for_metrics = api.get();
     logger.info("Cluster API serving on https://{}:{}", a.address, bound->port());
     return bound->port();
   }
@@ -1038,6 +1040,10 @@ nlohmann::json ClusterController::status() const {
             {"serving", impl_->api_port != 0}};
   if (!impl_->api_error.empty()) j["problem"] = impl_->api_error;
   return j;
+}
+
+const http::Server* ClusterController::api_server() const {
+  return impl_->api_for_metrics.load();
 }
 
 std::uint16_t ClusterController::api_port() const {

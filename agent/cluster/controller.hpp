@@ -29,6 +29,10 @@ class Election;
 }  // namespace store
 }  // namespace neco
 
+namespace neco::http {
+class Server;
+}
+
 namespace neco::cluster {
 
 class ClusterController {
@@ -57,6 +61,8 @@ class ClusterController {
   nlohmann::json status() const;
   // The bound port of the cluster API (0 until it listens).
   std::uint16_t api_port() const;
+  // The cluster API server for its counters (null until it listens); any thread.
+  const http::Server* api_server() const;
 
   struct Impl;
 

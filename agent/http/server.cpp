@@ -398,10 +398,16 @@ asio::awaitable<bool> Server::Impl::handshake(Session<TlsStream>& session) {
       stats.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
       // "certificate verify failed" alone does not say what was wrong with the certificate.
       const long verify = SSL_get_verify_result(session.stream.native_handle());
-      logger.debug("TLS handshake with {} failed: {}{}", session.peer, ec.message(),
-                   verify == X509_V_OK
-                       ? std::string()
-                       : std::string(" (") + X509_verify_cert_error_string(verify) + ")");
+      if (verify == X509_V_OK) {
+        // Scanners and plain-HTTP clients: counted, not worth a line each.
+        logger.debug("TLS handshake with {} failed: {}", session.peer, ec.message());
+      } else {
+        // A client certificate we refused (another CA, expired, wrong usage) is an event an
+        // operator wants to see, once per connection.
+        stats.tls_client_cert_refusals.fetch_add(1, std::memory_order_relaxed);
+        logger.warning("Refused the client certificate of {}: {}", session.peer,
+                       X509_verify_cert_error_string(verify));
+      }
     }
     ERR_clear_error();
     co_return false;

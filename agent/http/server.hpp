@@ -46,7 +46,8 @@ struct ServerStats {
   std::atomic<std::uint64_t> rejected_connections{0};          // closed at accept: max_connections
   std::atomic<std::uint64_t> bad_requests{0};                  // malformed HTTP or request-target
   std::atomic<std::uint64_t> timeouts{0};  // TLS handshake, header, body or write deadline hit
-  std::atomic<std::uint64_t> tls_handshake_failures{0};  // refused or broken TLS handshakes
+  std::atomic<std::uint64_t> tls_handshake_failures{0};    // refused or broken TLS handshakes
+  std::atomic<std::uint64_t> tls_client_cert_refusals{0};  // of those: client cert refused
 
   // Responses sent with status in [100 * status_class, 100 * status_class + 99].
   std::uint64_t requests(int status_class) const {

@@ -195,6 +195,13 @@ struct Agent::Impl {
     auto timeouts =
         family("neco_http_timeouts_total", "Header, body or write deadlines hit, by listener.",
                metrics::MetricType::counter);
+    auto tls_failed = family("neco_http_tls_handshake_failures_total",
+                             "TLS handshakes that failed (not deadlines), by listener.",
+                             metrics::MetricType::counter);
+    auto cert_refused = family("neco_http_tls_client_cert_refusals_total",
+                               "Client certificates refused at the TLS handshake (another CA, "
+                               "expired, wrong usage), by listener.",
+                               metrics::MetricType::counter);
     auto server_stats = [&](const http::Server* s, std::string_view listener) {
       if (s == nullptr) return;
       const auto& st = s->stats();
@@ -207,14 +214,21 @@ struct Agent::Impl {
       rejected.add(static_cast<double>(st.rejected_connections.load()), {{"listener", listener}});
       bad.add(static_cast<double>(st.bad_requests.load()), {{"listener", listener}});
       timeouts.add(static_cast<double>(st.timeouts.load()), {{"listener", listener}});
+      tls_failed.add(static_cast<double>(st.tls_handshake_failures.load()),
+                     {{"listener", listener}});
+      cert_refused.add(static_cast<double>(st.tls_client_cert_refusals.load()),
+                       {{"listener", listener}});
     };
     server_stats(admin.get(), "admin");
     server_stats(metrics_server.get(), "metrics");
+    if (cluster_controller) server_stats(cluster_controller->api_server(), "cluster");
     out.push_back(std::move(requests));
     out.push_back(std::move(conns));
     out.push_back(std::move(rejected));
     out.push_back(std::move(bad));
     out.push_back(std::move(timeouts));
+    out.push_back(std::move(tls_failed));
+    out.push_back(std::move(cert_refused));
 
     if (pool) {
       auto busy = family("neco_worker_pool_in_flight",

@@ -252,8 +252,11 @@ class ClusterTest(unittest.TestCase):
         openssl("x509", "-req", "-in", "evil.csr", "-CA", "evil-ca.crt", "-CAkey", "evil-ca.key",
                 "-CAcreateserial", "-out", "evil.crt", "-days", "1", cwd=work)
         evil = ApiClient(port, ca, os.path.join(work, "evil.crt"), os.path.join(work, "evil.key"))
+        refused = metric(lab, leader, "neco_http_tls_client_cert_refusals_total", '"cluster"')
         with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
             evil.call("POST", "/v1/cluster/heartbeat", {"name": "node0"})
+        wait_for("the refused certificate to be counted", lambda: metric(
+            lab, leader, "neco_http_tls_client_cert_refusals_total", '"cluster"') > refused, 5)
 
         # The token is single use: one good join, then the same token is refused.
         openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
