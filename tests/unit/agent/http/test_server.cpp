@@ -43,18 +43,9 @@ namespace http = neco::http;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using neco::testing::Client;
+using neco::testing::wait_for;  // polls a condition until it holds or the time is up
 
 namespace {
-
-// Polls `cond` until it holds or `within` passes.
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds within = 5s) {
-  const auto deadline = Clock::now() + within;
-  while (Clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return cond();
-}
 
 asio::awaitable<void> pause_for(std::chrono::milliseconds d) {
   asio::steady_timer t(co_await asio::this_coro::executor, d);
@@ -344,8 +335,8 @@ TEST_CASE("Server drops slowloris clients while serving others promptly", "[http
     CHECK((dropped || slow.closed_by_peer()));
     CHECK(Clock::now() - start < 2s);
     CHECK(silent.closed_by_peer());
-    CHECK(eventually([&] { return f.stats().timeouts >= 2; }));
-    CHECK(eventually([&] { return f.stats().active_connections == 0; }));
+    CHECK(wait_for([&] { return f.stats().timeouts >= 2; }));
+    CHECK(wait_for([&] { return f.stats().active_connections == 0; }));
   }
   SECTION("body never finished") {
     Client c(f.port);
@@ -353,7 +344,7 @@ TEST_CASE("Server drops slowloris clients while serving others promptly", "[http
     const auto t0 = Clock::now();
     CHECK(c.closed_by_peer());
     CHECK(Clock::now() - t0 < 2s);
-    CHECK(eventually([&] { return f.stats().timeouts == 1; }));
+    CHECK(wait_for([&] { return f.stats().timeouts == 1; }));
   }
   SECTION("idle keep-alive connection is closed") {
     Client c(f.port);
@@ -373,8 +364,8 @@ TEST_CASE("Server enforces the write deadline on a client that never reads", "[h
   const int small = 4096;
   ::setsockopt(c.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   REQUIRE(c.send("GET /big HTTP/1.1\r\n\r\n"));
-  CHECK(eventually([&] { return f.stats().timeouts == 1; }));
-  CHECK(eventually([&] { return f.stats().active_connections == 0; }));
+  CHECK(wait_for([&] { return f.stats().timeouts == 1; }));
+  CHECK(wait_for([&] { return f.stats().active_connections == 0; }));
 }
 
 TEST_CASE("Server caps concurrent connections", "[http]") {
@@ -398,7 +389,7 @@ TEST_CASE("Server caps concurrent connections", "[http]") {
   CHECK(r->status == 200);
 
   c1.reset();
-  CHECK(eventually([&] { return f.stats().active_connections == 1; }));
+  CHECK(wait_for([&] { return f.stats().active_connections == 1; }));
   Client c4(f.port);
   r = c4.request("GET", "/hello");
   REQUIRE(r);
@@ -445,7 +436,7 @@ TEST_CASE("Server listens on a unix socket with mode 0600", "[http]") {
   CHECK_FALSE(other.listen_unix(std::string(200, 'x')));
 
   f.server->stop(1s);
-  CHECK(eventually([&] { return f.server->stopped(); }));
+  CHECK(wait_for([&] { return f.server->stopped(); }));
   CHECK_FALSE(std::filesystem::exists(path));  // the server removes its socket on stop
   std::filesystem::remove_all(dir);
 }
@@ -456,7 +447,7 @@ TEST_CASE("Server stops gracefully", "[http]") {
   REQUIRE(idle.request("GET", "/hello"));
   Client busy(f.port);
   REQUIRE(busy.send("GET /slow HTTP/1.1\r\n\r\n"));
-  REQUIRE(eventually([&] { return f.slow_started == 1; }));
+  REQUIRE(wait_for([&] { return f.slow_started == 1; }));
 
   std::atomic<bool> done{false};
   f.server->stop(5s, [&] { done = true; });
@@ -467,7 +458,7 @@ TEST_CASE("Server stops gracefully", "[http]") {
   CHECK(r->body == "slow done");
   CHECK(r->header("connection") == "close");
   CHECK(busy.closed_by_peer());
-  CHECK(eventually([&] { return done.load(); }));
+  CHECK(wait_for([&] { return done.load(); }));
   CHECK(f.server->stopped());
   Client late(f.port);
   CHECK_FALSE(late.connected());
@@ -477,7 +468,7 @@ TEST_CASE("Server stop closes connections still busy after the grace period", "[
   Fixture f;
   Client busy(f.port);
   REQUIRE(busy.send("GET /hang HTTP/1.1\r\n\r\n"));
-  REQUIRE(eventually([&] { return f.slow_started == 1; }));
+  REQUIRE(wait_for([&] { return f.slow_started == 1; }));
   std::atomic<bool> done{false};
   asio::co_spawn(
       f.io,
@@ -488,8 +479,8 @@ TEST_CASE("Server stop closes connections still busy after the grace period", "[
       asio::detached);
   const auto t0 = Clock::now();
   CHECK(busy.closed_by_peer());
-  CHECK(Clock::now() - t0 < 1s);                   // well before the handler's 1.5 s
-  CHECK(eventually([&] { return done.load(); }));  // once the handler has returned
+  CHECK(Clock::now() - t0 < 1s);                 // well before the handler's 1.5 s
+  CHECK(wait_for([&] { return done.load(); }));  // once the handler has returned
 }
 
 TEST_CASE("Server swaps routers atomically", "[http]") {

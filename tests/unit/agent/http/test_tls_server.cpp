@@ -34,17 +34,9 @@ namespace pki = neco::cluster;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using neco::testing::Client;
+using neco::testing::wait_for;  // polls a condition until it holds or the time is up
 
 namespace {
-
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds within = 5s) {
-  const auto deadline = Clock::now() + within;
-  while (Clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return cond();
-}
 
 pki::CertPem issue(const pki::CertPem& ca, const std::string& cn, bool server, bool client) {
   pki::IssueOptions o;
@@ -237,7 +229,7 @@ TEST_CASE("TLS listener serves HTTPS without client certificates", "[http][tls]"
   tls11.tls_versions(CURL_SSLVERSION_TLSv1_1, CURL_SSLVERSION_MAX_TLSv1_1);
   tls11.cipher_list("DEFAULT@SECLEVEL=0");  // OpenSSL 3 clients refuse TLS 1.1 by default
   CHECK(tls11.get(f.port, "/whoami").code != CURLE_OK);
-  CHECK(eventually([&] { return f.stats().tls_handshake_failures == 1; }));
+  CHECK(wait_for([&] { return f.stats().tls_handshake_failures == 1; }));
 
   // A client that does not trust the CA refuses the server.
   Https stranger(certs().other_ca.cert_pem);
@@ -249,7 +241,7 @@ TEST_CASE("TLS listener serves HTTPS without client certificates", "[http][tls]"
   r = with_cert.get(f.port, "/whoami");
   REQUIRE(r.code == CURLE_OK);
   CHECK(r.json()["identity"] == "");
-  CHECK(eventually([&] { return f.stats().requests(2) == 4; }));
+  CHECK(wait_for([&] { return f.stats().requests(2) == 4; }));
 }
 
 TEST_CASE("Mutual TLS gives handlers the verified client identity", "[http][tls]") {
@@ -288,7 +280,7 @@ TEST_CASE("Mutual TLS gives handlers the verified client identity", "[http][tls]
   Https wrong_use(certs().ca.cert_pem);
   wrong_use.client_cert(certs().server_only);
   CHECK(wrong_use.get(f.port, "/whoami").code != CURLE_OK);
-  CHECK(eventually([&] { return f.stats().tls_handshake_failures == 2; }));
+  CHECK(wait_for([&] { return f.stats().tls_handshake_failures == 2; }));
   CHECK(f.stats().requests(2) == 3);
 }
 
@@ -302,7 +294,7 @@ TEST_CASE("Mutual TLS can require a client certificate", "[http][tls]") {
   INFO(r.error);
   REQUIRE(r.code == CURLE_OK);
   CHECK(r.json()["identity"] == "node-7");
-  CHECK(eventually([&] { return f.stats().tls_handshake_failures == 1; }));
+  CHECK(wait_for([&] { return f.stats().tls_handshake_failures == 1; }));
 }
 
 TEST_CASE("TLS listener drops clients that do not speak TLS", "[http][tls]") {
@@ -317,7 +309,7 @@ TEST_CASE("TLS listener drops clients that do not speak TLS", "[http][tls]") {
     CHECK(c.closed_by_peer());
     CHECK(Clock::now() - t0 < 250ms);  // well before the handshake deadline
     CHECK(c.unread().find("HTTP/1.1") == std::string::npos);
-    CHECK(eventually([&] { return f.stats().tls_handshake_failures == 1; }));
+    CHECK(wait_for([&] { return f.stats().tls_handshake_failures == 1; }));
   }
   SECTION("silent and stalled handshakes are dropped at header_timeout, and count as sessions") {
     const auto t0 = Clock::now();
@@ -325,7 +317,7 @@ TEST_CASE("TLS listener drops clients that do not speak TLS", "[http][tls]") {
     Client stalled(f.port);
     REQUIRE(
         stalled.send(std::string("\x16\x03\x01\x02\x00", 5)));  // a ClientHello that never comes
-    REQUIRE(eventually([&] { return f.stats().active_connections == 2; }));
+    REQUIRE(wait_for([&] { return f.stats().active_connections == 2; }));
     // Both slots are taken by handshakes: a third connection is turned away.
     Https c(certs().ca.cert_pem);
     CHECK(c.get(f.port, "/whoami").code != CURLE_OK);
@@ -336,8 +328,8 @@ TEST_CASE("TLS listener drops clients that do not speak TLS", "[http][tls]") {
     const auto waited = Clock::now() - t0;
     CHECK(waited >= 290ms);  // the deadline runs from the accept
     CHECK(waited < 2s);
-    CHECK(eventually([&] { return f.stats().timeouts == 2; }));
-    CHECK(eventually([&] { return f.stats().active_connections == 0; }));
+    CHECK(wait_for([&] { return f.stats().timeouts == 2; }));
+    CHECK(wait_for([&] { return f.stats().active_connections == 0; }));
     auto r = c.get(f.port, "/whoami");
     INFO(r.error);
     CHECK(r.code == CURLE_OK);
@@ -396,7 +388,7 @@ TEST_CASE("TLS sessions stop gracefully", "[http][tls]") {
     c.client_cert(certs().client);
     slow = c.get(f.port, "/slow");
   });
-  REQUIRE(eventually([&] { return f.slow_started == 1; }));
+  REQUIRE(wait_for([&] { return f.slow_started == 1; }));
   CHECK(f.stats().active_connections == 2);
   std::atomic<bool> done{false};
   f.server->stop(5s, [&] { done = true; });
@@ -404,6 +396,6 @@ TEST_CASE("TLS sessions stop gracefully", "[http][tls]") {
   CHECK(slow.code == CURLE_OK);
   CHECK(slow.status == 200);
   CHECK(slow.body == "slow done");
-  CHECK(eventually([&] { return done.load(); }));
+  CHECK(wait_for([&] { return done.load(); }));
   CHECK(f.stats().active_connections == 0);
 }
