@@ -137,7 +137,9 @@ TEST_CASE("Two candidates on one store elect exactly one leader", "[store][elect
     CHECK_FALSE(leader->current().is_leader);
     REQUIRE(wait_until([&] { return follower->current().is_leader; }, 2s));
     CHECK(follower->current().term > leader_info.term);
-    CHECK(follower_obs.last_term.load() == follower->current().term);
+    // current() turns true just before on_elected runs on the election thread.
+    CHECK(
+        wait_until([&] { return follower_obs.last_term.load() == follower->current().term; }, 1s));
     auto ok = follower->fenced_txn(put_txn("/data/new", "1"));
     REQUIRE(ok);
     CHECK(ok->succeeded);
