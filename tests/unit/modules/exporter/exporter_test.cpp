@@ -21,65 +21,13 @@
 #include "modules/exporter/exporter.hpp"
 #include "modules/exporter/scrape_runner.hpp"
 #include "tests/support/test_support.hpp"
+#include "tests/unit/modules/exporter/exporter_test_support.hpp"
 
 namespace {
 
 namespace ex = neco::exporter;
 using neco::metrics::MetricFamily;
-
-const std::filesystem::path kData = EXPORTER_TEST_DATA;
-
-ex::Paths fixture_paths() {
-  return {kData / "fixtures/proc", kData / "fixtures/sys", "/"};
-}
-
-std::string render(std::vector<MetricFamily> families) {
-  neco::metrics::normalize(families);
-  return neco::metrics::render(families, neco::metrics::Format::text_004);
-}
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// Compares with golden/<name>.prom; NECO_UPDATE_GOLDEN=1 rewrites the file instead.
-void check_golden(const std::string& name, const std::string& actual) {
-  const auto path = kData / "golden" / (name + ".prom");
-  if (std::getenv("NECO_UPDATE_GOLDEN") != nullptr) {
-    std::filesystem::create_directories(path.parent_path());
-    neco::testing::write_file(path, actual);
-  }
-  INFO("golden file " << path.string());
-  CHECK(slurp(path) == actual);
-}
-
-std::vector<MetricFamily> run_collector(std::string_view name, const ex::Paths& paths,
-                                        const ex::CollectorOptions& options = {}) {
-  const auto* info = ex::find_collector(name);
-  REQUIRE(info != nullptr);
-  auto c = info->make(options);
-  REQUIRE(c->name() == name);
-  std::vector<MetricFamily> out;
-  auto ok = c->collect(paths, out);
-  INFO(name << ": " << (ok ? "" : ok.error().message));
-  REQUIRE(ok.has_value());
-  return out;
-}
-
-double value_of(const std::vector<MetricFamily>& fams, std::string_view family,
-                std::string_view label = {}, std::string_view value = {}) {
-  const auto* f = neco::metrics::find_family(fams, family);
-  REQUIRE(f != nullptr);
-  for (const auto& s : f->samples) {
-    if (label.empty()) return s.value;
-    for (const auto& l : f->labels_of(s)) {
-      if (l.name == label && l.value == value) return s.value;
-    }
-  }
-  FAIL("no sample " << family << "{" << label << "=" << value << "}");
-  return 0;
-}
+using namespace neco::exporter::testing;
 
 }  // namespace
 
