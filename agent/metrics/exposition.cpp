@@ -313,4 +313,13 @@ Exposition render(const Registry& registry, std::string_view accept_header) {
   return {std::string(content_type(format)), render(families, format)};
 }
 
+Expected<Exposition> render(const Registry& registry, std::string_view accept_header,
+                            const ScrapeRequest& request) {
+  Format format = negotiate(accept_header);
+  auto families = registry.collect(request);
+  if (!families) return std::unexpected(families.error());
+  normalize(*families);
+  return Exposition{std::string(content_type(format)), render(*families, format)};
+}
+
 }  // namespace neco::metrics

@@ -45,5 +45,8 @@ struct Exposition {
 
 // Collects, normalizes and renders a registry for a scraper's Accept header.
 Exposition render(const Registry& registry, std::string_view accept_header);
+// The same for a scraper's request; invalid_argument when a collector refuses it.
+Expected<Exposition> render(const Registry& registry, std::string_view accept_header,
+                            const ScrapeRequest& request);
 
 }  // namespace neco::metrics

@@ -293,10 +293,27 @@ HistogramFamily& Registry::histogram(Desc desc) {
 }
 
 CollectorHandle Registry::add_collector(Collector collector) {
+  return add_collector(
+      RequestCollector([c = std::move(collector)](
+                           const ScrapeRequest&, std::vector<MetricFamily>& out) -> Expected<void> {
+        c(out);
+        return {};
+      }));
+}
+
+CollectorHandle Registry::add_collector(RequestCollector collector) {
   std::lock_guard lock(collectors_mutex_);
   std::uint64_t id = next_collector_id_++;
   collectors_.emplace(id, std::move(collector));
   return CollectorHandle(this, id);
+}
+
+std::vector<std::string_view> ScrapeRequest::values(std::string_view name) const {
+  std::vector<std::string_view> out;
+  for (const auto& [k, v] : query) {
+    if (k == name) out.emplace_back(v);
+  }
+  return out;
 }
 
 void Registry::remove_collector(std::uint64_t id) noexcept {
@@ -310,6 +327,16 @@ std::size_t Registry::collector_count() const {
 }
 
 std::vector<MetricFamily> Registry::collect() const {
+  // The empty request is one no collector may refuse; a refusal would be a collector bug.
+  auto out = collect(ScrapeRequest{});
+  if (!out) {
+    logger().warning("A metrics collector refused an internal collection: {}", out.error().message);
+    return {};
+  }
+  return std::move(*out);
+}
+
+Expected<std::vector<MetricFamily>> Registry::collect(const ScrapeRequest& request) const {
   std::vector<MetricFamily> out;
   {
     std::lock_guard lock(families_mutex_);
@@ -321,12 +348,15 @@ std::vector<MetricFamily> Registry::collect() const {
   for (const auto& [id, collector] : collectors_) {
     std::size_t before = out.size();
     try {
-      collector(out);
+      auto ok = collector(request, out);
+      if (ok) continue;
+      if (ok.error().code == Errc::invalid_argument) return std::unexpected(ok.error());
+      logger().warning("Metrics collector {} failed: {}", id, ok.error().message);
     } catch (const std::exception& e) {
       // One broken collector must not take the whole scrape down: drop its partial output.
       logger().warning("Failed to run metrics collector {}: {}", id, e.what());
-      out.resize(before);
     }
+    out.resize(before);
   }
   return out;
 }

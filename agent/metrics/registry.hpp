@@ -187,6 +187,23 @@ using HistogramFamily = Family<Histogram>;
 // add or remove collectors.
 using Collector = std::function<void(std::vector<MetricFamily>& out)>;
 
+// What a scraper asked for beyond the format: the URL query of its request, in order, names
+// possibly repeated (node_exporter's `collect[]=cpu&collect[]=meminfo`). Empty for internal
+// collections.
+struct ScrapeRequest {
+  std::vector<std::pair<std::string, std::string>> query;
+
+  // Every value of a parameter, in request order.
+  std::vector<std::string_view> values(std::string_view name) const;
+};
+
+// A collector that reads the scrape request and may refuse it. An error with
+// Errc::invalid_argument rejects the whole scrape (the endpoint answers 400 with its message);
+// any other error is logged and drops only this collector's output. Same threading contract
+// as Collector.
+using RequestCollector =
+    std::function<Expected<void>(const ScrapeRequest& request, std::vector<MetricFamily>& out)>;
+
 class Registry;
 
 // Keeps a collector registered; destroying (or reset()) unregisters it and waits for a scrape
@@ -237,10 +254,15 @@ class Registry {
 
   // Registers a scrape-time collector; it runs until the handle is destroyed.
   [[nodiscard]] CollectorHandle add_collector(Collector collector);
+  // Registers a collector that sees (and may refuse) the scrape request.
+  [[nodiscard]] CollectorHandle add_collector(RequestCollector collector);
 
   // Snapshot of every family and every collector's output, unsorted and unvalidated; the
   // exposition sorts, validates and merges.
   std::vector<MetricFamily> collect() const;
+  // The same for a scraper's request; fails with the first collector's invalid_argument when
+  // a collector refuses the request (nothing is returned then).
+  Expected<std::vector<MetricFamily>> collect(const ScrapeRequest& request) const;
 
   // Number of registered collectors (for tests and /status).
   std::size_t collector_count() const;
@@ -256,7 +278,7 @@ class Registry {
   // Held while collectors run, so removal waits for a running scrape: "handle destroyed"
   // means "callback no longer running". Scrapes are rare; serialising them is cheap.
   mutable std::mutex collectors_mutex_;
-  std::map<std::uint64_t, Collector> collectors_;
+  std::map<std::uint64_t, RequestCollector> collectors_;
   std::uint64_t next_collector_id_ = 1;
 };
 

@@ -430,21 +430,28 @@ struct Agent::Impl {
           const std::string accept(req.header("accept").value_or(""));
           const bool gzip = metrics::accepts_gzip(req.header("accept-encoding").value_or(""));
           // Named, not a temporary inside co_await (GCC 12 coroutine bug with lambdas).
-          auto job = [this, accept, gzip]() -> Expected<Response> {
-            auto e = metrics::render(registry, accept);
+          // The query travels to collectors (the exporter's collect[] / exclude[]).
+          metrics::ScrapeRequest scrape{req.query};
+          auto job = [this, accept, gzip, scrape = std::move(scrape)]() -> Expected<Response> {
+            auto e = metrics::render(registry, accept, scrape);
+            if (!e) return std::unexpected(e.error());
             Response r;
-            r.content_type = e.content_type;
+            r.content_type = e->content_type;
             if (gzip) {
-              r.body = metrics::gzip_compress(e.body);
+              r.body = metrics::gzip_compress(e->body);
               r.headers.emplace_back("Content-Encoding", "gzip");
             } else {
-              r.body = std::move(e.body);
+              r.body = std::move(e->body);
             }
             r.headers.emplace_back("Vary", "Accept, Accept-Encoding");
             return r;
           };
           auto rendered = co_await pool->run(std::move(job), std::chrono::seconds(30));
-          if (!rendered) co_return error_response(Status::service_unavailable, rendered.error());
+          if (!rendered) {
+            const bool refused = rendered.error().code == Errc::invalid_argument;
+            co_return error_response(refused ? Status::bad_request : Status::service_unavailable,
+                                     rendered.error());
+          }
           co_return std::move(*rendered);
         });
     if (!ok) logger().error("Failed to add route '/metrics': {}", ok.error().message);

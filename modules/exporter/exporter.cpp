@@ -82,6 +82,38 @@ std::vector<std::string> enabled_collectors(const ExporterConfig& config) {
   return out;
 }
 
+Expected<std::vector<std::string>> select_collectors(const std::vector<std::string>& enabled,
+                                                     const metrics::ScrapeRequest& request) {
+  const auto collect = request.values("collect[]");
+  const auto exclude = request.values("exclude[]");
+  if (collect.empty() && exclude.empty()) return std::vector<std::string>{};
+  if (!collect.empty() && !exclude.empty()) {
+    return fail(Errc::invalid_argument, "collect[] and exclude[] cannot be combined");
+  }
+  for (const auto* names : {&collect, &exclude}) {
+    for (const auto name : *names) {
+      if (find_collector(name) == nullptr) {
+        return fail(Errc::invalid_argument, "missing collector: \"" + std::string(name) +
+                                                "\" (known: " + known_collectors() + ")");
+      }
+      if (std::find(enabled.begin(), enabled.end(), name) == enabled.end()) {
+        return fail(Errc::invalid_argument, "disabled collector: \"" + std::string(name) +
+                                                "\" (not in this agent's exporter collectors)");
+      }
+    }
+  }
+  std::vector<std::string> out;
+  for (const auto& name : enabled) {
+    const bool listed = std::find(collect.begin(), collect.end(), name) != collect.end() ||
+                        std::find(exclude.begin(), exclude.end(), name) != exclude.end();
+    if (listed == !collect.empty()) out.push_back(name);
+  }
+  // Everything excluded: the scrape carries the agent's own metrics and no node_ ones; an
+  // empty list would mean "all", so name a collector that is not there.
+  if (out.empty()) out.emplace_back("");
+  return out;
+}
+
 std::unique_ptr<ScrapeRunner> make_runner(const ExporterConfig& config) {
   CollectorOptions options;
   options.mount_points_exclude = config.filesystem.mount_points_exclude;
@@ -121,8 +153,15 @@ Expected<void> ExporterModule::configure(const config::Section& section) {
 Expected<void> ExporterModule::start(ModuleContext& context) {
   live_ = pending_;
   runner_ = make_runner(live_);
+  enabled_ = enabled_collectors(live_);
   handle_ = context.metrics().add_collector(
-      [runner = runner_.get()](std::vector<metrics::MetricFamily>& out) { runner->scrape(out); });
+      metrics::RequestCollector([this](const metrics::ScrapeRequest& request,
+                                       std::vector<metrics::MetricFamily>& out) -> Expected<void> {
+        auto selected = select_collectors(enabled_, request);
+        if (!selected) return std::unexpected(selected.error());
+        runner_->scrape(out, *selected);
+        return {};
+      }));
   running_ = true;
   return {};
 }

@@ -44,6 +44,13 @@ const config::Schema<ExporterConfig>& exporter_schema();
 // The enabled collector names of a config: `collectors` minus `exclude_collectors`.
 std::vector<std::string> enabled_collectors(const ExporterConfig& config);
 
+// The collectors one scrape runs, from node_exporter's query parameters: `collect[]` keeps
+// only the named ones, `exclude[]` drops the named ones (empty result: all of `enabled`).
+// An unknown or disabled name, an empty name, or both parameters at once are
+// invalid_argument (the scrape answers 400, as node_exporter does).
+Expected<std::vector<std::string>> select_collectors(const std::vector<std::string>& enabled,
+                                                     const metrics::ScrapeRequest& request);
+
 // Builds the scrape runner a config describes (the module's start(), and tests).
 std::unique_ptr<ScrapeRunner> make_runner(const ExporterConfig& config);
 
@@ -64,7 +71,8 @@ class ExporterModule final : public Module {
   ExporterConfig live_;
   bool running_ = false;
   std::unique_ptr<ScrapeRunner> runner_;
-  metrics::CollectorHandle handle_;  // after runner_: unregistered before the runner dies
+  std::vector<std::string> enabled_;  // of live_
+  metrics::CollectorHandle handle_;   // after runner_: unregistered before the runner dies
 };
 
 }  // namespace neco::exporter

@@ -1,5 +1,6 @@
 #include "modules/exporter/scrape_runner.hpp"
 
+#include <algorithm>
 #include <exception>
 #include <string>
 
@@ -83,15 +84,21 @@ ScrapeRunner::ScrapeRunner(std::vector<std::unique_ptr<Collector>> collectors, P
 
 ScrapeRunner::~ScrapeRunner() = default;
 
-void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out) {
+void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out,
+                          std::span<const std::string> only) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   const auto deadline = start + timeout_;
   auto round = std::make_shared<Round>();
   round->slots.resize(entries_.size());
 
+  auto wanted = [&](std::size_t i) {
+    return only.empty() ||
+           std::find(only.begin(), only.end(), entries_[i]->collector->name()) != only.end();
+  };
   for (std::size_t i = 0; i < entries_.size(); ++i) {
     Entry* entry = entries_[i].get();
+    if (!wanted(i)) continue;
     if (entry->busy.exchange(true)) {
       // Still running from an earlier scrape: not started twice.
       round->slots[i].done = true;
@@ -138,6 +145,7 @@ void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out) {
                                 .help = "node_exporter: Whether a collector succeeded.",
                                 .type = metrics::MetricType::gauge};
   for (std::size_t i = 0; i < entries_.size(); ++i) {
+    if (!wanted(i)) continue;
     Slot& slot = round->slots[i];
     const std::string_view name = entries_[i]->collector->name();
     if (!slot.done) {

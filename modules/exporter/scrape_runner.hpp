@@ -9,6 +9,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -45,10 +47,10 @@ class ScrapeRunner {
   ScrapeRunner(const ScrapeRunner&) = delete;
   ScrapeRunner& operator=(const ScrapeRunner&) = delete;
 
-  // Runs every collector and appends their families plus node_scrape_collector_*; returns
-  // within about the timeout. A collector that misses it, or whose previous run is still
-  // going, contributes nothing and reports success 0.
-  void scrape(std::vector<metrics::MetricFamily>& out);
+  // Runs the collectors named in `only` (every one when empty) and appends their families
+  // plus node_scrape_collector_*; returns within about the timeout. A collector that misses
+  // it, or whose previous run is still going, contributes nothing and reports success 0.
+  void scrape(std::vector<metrics::MetricFamily>& out, std::span<const std::string> only = {});
 
  private:
   struct Entry {

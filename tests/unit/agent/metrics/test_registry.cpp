@@ -294,6 +294,49 @@ TEST_CASE("a throwing collector loses only its own output") {
   CHECK(find_family(families, "half_done") == nullptr);
 }
 
+TEST_CASE("a request collector sees the scrape query and may refuse the scrape") {
+  Registry registry;
+  registry.gauge({.name = "native", .help = "h"}).with().set(1);
+  std::vector<std::string> seen;
+  auto reader = registry.add_collector(RequestCollector(
+      [&](const ScrapeRequest& request, std::vector<MetricFamily>& out) -> neco::Expected<void> {
+        for (auto v : request.values("pick"))
+          seen.emplace_back(v);
+        if (!request.values("refuse").empty()) {
+          return neco::fail(neco::Errc::invalid_argument, "refused by request");
+        }
+        if (!request.values("break").empty()) {
+          out.emplace_back().name = "half_done";
+          return neco::fail(neco::Errc::internal, "broken");
+        }
+        out.emplace_back().name = "picked";
+        return {};
+      }));
+  auto plain = registry.add_collector(
+      [](std::vector<MetricFamily>& out) { out.emplace_back().name = "plain"; });
+
+  auto all = registry.collect(ScrapeRequest{{{"pick", "a"}, {"other", "x"}, {"pick", "b"}}});
+  REQUIRE(all.has_value());
+  CHECK(seen == std::vector<std::string>{"a", "b"});
+  CHECK(find_family(*all, "picked") != nullptr);
+  CHECK(find_family(*all, "plain") != nullptr);
+  CHECK(find_family(*all, "native") != nullptr);
+
+  auto refused = registry.collect(ScrapeRequest{{{"refuse", "1"}}});
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().code == neco::Errc::invalid_argument);
+  CHECK(refused.error().message == "refused by request");
+
+  // Any other failure costs only that collector's output.
+  auto broken = registry.collect(ScrapeRequest{{{"break", "1"}}});
+  REQUIRE(broken.has_value());
+  CHECK(find_family(*broken, "half_done") == nullptr);
+  CHECK(find_family(*broken, "plain") != nullptr);
+
+  // Internal collections pass an empty request.
+  CHECK(find_family(registry.collect(), "picked") != nullptr);
+}
+
 TEST_CASE("MetricFamily::add_histogram lays out buckets, sum and count") {
   MetricFamily family;
   family.name = "io_seconds";

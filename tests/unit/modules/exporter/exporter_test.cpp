@@ -367,6 +367,66 @@ TEST_CASE("the registered module exports into the core registry", "[exporter][mo
   CHECK(body.find("node_uname_info{") != std::string::npos);
   CHECK(body.find("node_scrape_collector_success{collector=\"loadavg\"} 1") != std::string::npos);
   CHECK((*module)->effective_config()["procfs"] == (kData / "fixtures/proc").string());
+
+  // collect[] narrows one scrape to the named collectors; a bad name refuses the scrape.
+  using neco::metrics::ScrapeRequest;
+  auto only = neco::metrics::render(context.metrics(), "text/plain",
+                                    ScrapeRequest{{{"collect[]", "loadavg"}}});
+  REQUIRE(only.has_value());
+  CHECK(only->body.find("node_load1 ") != std::string::npos);
+  CHECK(only->body.find("node_memory_MemTotal_bytes") == std::string::npos);
+  CHECK(only->body.find("collector=\"meminfo\"") == std::string::npos);
+  auto refused =
+      neco::metrics::render(context.metrics(), "text/plain", ScrapeRequest{{{"collect[]", "cpu"}}});
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().message.find("disabled collector") != std::string::npos);
   (*module)->stop();
   CHECK(context.metrics().collector_count() == 0);
+}
+
+TEST_CASE("collect[] and exclude[] select collectors as node_exporter does", "[exporter]") {
+  using neco::metrics::ScrapeRequest;
+  const std::vector<std::string> enabled{"cpu", "loadavg", "meminfo"};
+  auto select = [&](ScrapeRequest r) { return ex::select_collectors(enabled, r); };
+
+  CHECK(select({})->empty());  // no parameters: everything enabled
+  CHECK(*select({{{"unrelated", "x"}}}) == std::vector<std::string>{});
+  CHECK(*select({{{"collect[]", "meminfo"}, {"collect[]", "cpu"}}}) ==
+        std::vector<std::string>{"cpu", "meminfo"});
+  CHECK(*select({{{"exclude[]", "cpu"}}}) == std::vector<std::string>{"loadavg", "meminfo"});
+  // Excluding everything leaves no collector rather than all of them.
+  auto none = select({{{"exclude[]", "cpu"}, {"exclude[]", "loadavg"}, {"exclude[]", "meminfo"}}});
+  REQUIRE(none.has_value());
+  CHECK(*none == std::vector<std::string>{""});
+
+  auto error_of = [&](ScrapeRequest r) {
+    auto s = select(std::move(r));
+    REQUIRE_FALSE(s.has_value());
+    CHECK(s.error().code == neco::Errc::invalid_argument);
+    return s.error().message;
+  };
+  CHECK_THAT(error_of({{{"collect[]", "nosuch"}}}),
+             Catch::Matchers::StartsWith("missing collector: \"nosuch\""));
+  CHECK_THAT(error_of({{{"collect[]", ""}}}), Catch::Matchers::StartsWith("missing collector"));
+  CHECK_THAT(error_of({{{"exclude[]", "nosuch"}}}),
+             Catch::Matchers::StartsWith("missing collector"));
+  CHECK_THAT(error_of({{{"collect[]", "uname"}}}),
+             Catch::Matchers::StartsWith("disabled collector: \"uname\""));
+  CHECK_THAT(error_of({{{"collect[]", "cpu"}, {"exclude[]", "meminfo"}}}),
+             Catch::Matchers::Contains("cannot be combined"));
+}
+
+TEST_CASE("a scrape limited to some collectors runs and reports only those", "[exporter]") {
+  std::vector<std::unique_ptr<ex::Collector>> collectors;
+  for (const char* name : {"loadavg", "meminfo"})
+    collectors.push_back(ex::find_collector(name)->make({}));
+  ex::ScrapeRunner runner(std::move(collectors), fixture_paths(), std::chrono::seconds(2));
+  std::vector<MetricFamily> out;
+  const std::vector<std::string> only{"meminfo"};
+  runner.scrape(out, only);
+  const std::string text = render(out);
+  CHECK(text.find("node_memory_MemTotal_bytes") != std::string::npos);
+  CHECK(text.find("node_load1") == std::string::npos);
+  CHECK(text.find("collector=\"loadavg\"") == std::string::npos);
+  CHECK(text.find("node_scrape_collector_success{collector=\"meminfo\"} 1") != std::string::npos);
 }
