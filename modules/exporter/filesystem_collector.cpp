@@ -1,7 +1,7 @@
-// node_filesystem_*: statfs(2) of every mount not excluded. Each statfs runs on a thread of its
-// own with a deadline; a mount that misses it is "stuck": reported with device_error=1 only and
-// not statfs'd again until that earlier call returns, so a hung NFS or FUSE mount costs one
-// thread, not every later scrape.
+// node_filesystem_*: statfs(2) of every mount not excluded. The calls run on two lanes of a
+// LanePool with one deadline for all; a mount that misses it is "stuck": reported with
+// device_error=1 only and not statfs'd again until that earlier call returns, so a hung NFS or
+// FUSE mount costs one (reused) thread and one deadline, not every later scrape.
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 
@@ -12,10 +12,11 @@
 #include <memory>
 #include <mutex>
 #include <regex>
-#include <thread>
+#include <unordered_map>
 
 #include "agent/log/log.hpp"
 #include "modules/exporter/collector.hpp"
+#include "modules/exporter/lane_pool.hpp"
 
 namespace neco::exporter {
 namespace {
@@ -82,7 +83,6 @@ std::vector<Mount> parse_mounts(std::string_view text) {
 // One statfs call, shared between its thread and the collector that may stop waiting for it.
 struct StatfsCall {
   std::mutex mutex;
-  std::condition_variable done_cv;
   bool done = false;
   int error = 0;
   struct statfs result {};
@@ -90,20 +90,10 @@ struct StatfsCall {
 
 using StatfsFn = std::function<int(const char*, struct ::statfs*)>;
 
-std::shared_ptr<StatfsCall> start_statfs(const StatfsFn& fn, const std::filesystem::path& path) {
-  auto call = std::make_shared<StatfsCall>();
-  std::thread([call, fn, path] {
-    struct statfs buf {};
-    const int rc = fn(path.c_str(), &buf);
-    const int err = rc == 0 ? 0 : errno;
-    std::lock_guard lock(call->mutex);
-    call->result = buf;
-    call->error = err;
-    call->done = true;
-    call->done_cv.notify_all();
-  }).detach();
-  return call;
-}
+// Lanes for statfs calls: two work each scrape, the rest are held by stuck mounts. A scrape
+// with every lane stuck reports the other mounts as device errors until one comes back.
+constexpr std::size_t kStatfsLanes = 16;
+constexpr std::size_t kStatfsParallel = 2;
 
 class FilesystemCollector final : public Collector {
  public:
@@ -111,7 +101,8 @@ class FilesystemCollector final : public Collector {
       : mount_points_exclude_(options.mount_points_exclude),
         fs_types_exclude_(options.fs_types_exclude),
         mount_timeout_(options.mount_timeout),
-        statfs_(options.statfs ? options.statfs : StatfsFn(&::statfs)) {}
+        statfs_(options.statfs ? options.statfs : StatfsFn(&::statfs)),
+        lanes_(kStatfsLanes) {}
 
   std::string_view name() const override { return "filesystem"; }
 
@@ -125,18 +116,20 @@ class FilesystemCollector final : public Collector {
       std::shared_ptr<StatfsCall> call;
     };
     std::vector<Pending> pending;
+    std::vector<std::function<void()>> tasks;  // pending[i]'s statfs
     std::vector<Mount> stuck_now;
     const std::string root = paths.root.string();
     std::map<std::string, bool> seen;
     for (auto& m : parse_mounts(*text)) {
-      if (std::regex_search(m.mountpoint, mount_points_exclude_) ||
-          std::regex_search(m.fstype, fs_types_exclude_)) {
-        continue;
-      }
+      if (excluded(m)) continue;
       // The same mount point listed twice (overmounts): only the last one is visible.
       if (seen.contains(m.mountpoint)) {
-        std::erase_if(pending,
-                      [&](const Pending& p) { return p.mount.mountpoint == m.mountpoint; });
+        for (std::size_t i = pending.size(); i-- > 0;) {
+          if (pending[i].mount.mountpoint == m.mountpoint) {
+            pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(i));
+            tasks.erase(tasks.begin() + static_cast<std::ptrdiff_t>(i));
+          }
+        }
       }
       seen[m.mountpoint] = true;
       if (auto it = stuck_.find(m.mountpoint); it != stuck_.end()) {
@@ -153,8 +146,20 @@ class FilesystemCollector final : public Collector {
       const std::filesystem::path target =
           root == "/" ? std::filesystem::path(m.mountpoint)
                       : paths.root / std::filesystem::path(m.mountpoint).relative_path();
-      pending.push_back({m, start_statfs(statfs_, target)});
+      pending.push_back({m, std::make_shared<StatfsCall>()});
+      tasks.emplace_back([call = pending.back().call, fn = statfs_, target] {
+        struct statfs buf {};
+        const int rc = fn(target.c_str(), &buf);
+        const int err = rc == 0 ? 0 : errno;
+        std::lock_guard lock(call->mutex);
+        call->result = buf;
+        call->error = err;
+        call->done = true;
+      });
     }
+    const auto outcomes = lanes_.run(
+        std::move(tasks),
+        {.batch_deadline = LanePool::Clock::now() + mount_timeout_, .parallel = kStatfsParallel});
 
     MetricFamily size{.name = "node_filesystem_size_bytes",
                       .help = "Filesystem size in bytes.",
@@ -189,14 +194,18 @@ class FilesystemCollector final : public Collector {
     for (const auto& m : stuck_now)
       device_error.add(1, labels(m));
 
-    const auto deadline = std::chrono::steady_clock::now() + mount_timeout_;
-    for (auto& p : pending) {
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+      const auto& p = pending[i];
       const auto l = labels(p.mount);
-      std::unique_lock lock(p.call->mutex);
-      if (!p.call->done_cv.wait_until(lock, deadline, [&] { return p.call->done; })) {
+      if (outcomes[i] == LanePool::Outcome::timed_out) {
         logger().warning("Mount point \"{}\" timed out in statfs; skipped until it returns",
                          p.mount.mountpoint);
         stuck_[p.mount.mountpoint] = p.call;
+        device_error.add(1, l);
+        continue;
+      }
+      if (outcomes[i] == LanePool::Outcome::not_run) {
+        logger().debug("No statfs lane left for \"{}\" (others are stuck)", p.mount.mountpoint);
         device_error.add(1, l);
         continue;
       }
@@ -223,12 +232,27 @@ class FilesystemCollector final : public Collector {
   }
 
  private:
+  // The exclusion verdict for a mount, remembered: mounts rarely change, and two regex
+  // searches per mount per scrape were a visible part of the scrape's cost.
+  bool excluded(const Mount& m) {
+    std::string key = m.fstype + '\0' + m.mountpoint;
+    if (auto it = excluded_.find(key); it != excluded_.end()) return it->second;
+    const bool out = std::regex_search(m.mountpoint, mount_points_exclude_) ||
+                     std::regex_search(m.fstype, fs_types_exclude_);
+    if (excluded_.size() >= kMaxRemembered) excluded_.clear();  // bounded under mount churn
+    excluded_.emplace(std::move(key), out);
+    return out;
+  }
+
+  static constexpr std::size_t kMaxRemembered = 4096;
   std::regex mount_points_exclude_;
   std::regex fs_types_exclude_;
+  std::unordered_map<std::string, bool> excluded_;
   std::chrono::milliseconds mount_timeout_;
   StatfsFn statfs_;
   // Mount points whose statfs missed its deadline, with the call still outstanding.
   std::map<std::string, std::shared_ptr<StatfsCall>> stuck_;
+  LanePool lanes_;  // last: destroyed (idle lanes joined) before the state above
 };
 
 }  // namespace

@@ -1,14 +1,15 @@
 // The collectors that read plain procfs files: meminfo, loadavg, cpu, stat, vmstat, filefd,
 // uname, time and netdev. Names, types and labels follow node_exporter 1.5 on Linux.
+#include <fcntl.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #include <array>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
-#include <fstream>
+#include <cstring>
 #include <map>
-#include <regex>
-#include <sstream>
 #include <string>
 
 #include "modules/exporter/collector.hpp"
@@ -230,12 +231,17 @@ class StatCollector final : public Collector {
   }
 };
 
+// node_exporter's default --collector.vmstat.fields, ^(oom_kill|pgpg|pswp|pg.*fault).*, as
+// plain string tests: a regex per /proc/vmstat line was most of this collector's time.
+bool default_vmstat_field(std::string_view key) {
+  return key.starts_with("oom_kill") || key.starts_with("pgpg") || key.starts_with("pswp") ||
+         (key.starts_with("pg") && key.find("fault", 2) != std::string_view::npos);
+}
+
 class VmstatCollector final : public Collector {
  public:
   std::string_view name() const override { return "vmstat"; }
   Expected<void> collect(const Paths& paths, std::vector<MetricFamily>& out) override {
-    // node_exporter's default --collector.vmstat.fields.
-    static const std::regex kFields("^(oom_kill|pgpg|pswp|pg.*fault).*");
     const auto path = paths.proc / "vmstat";
     auto text = read_text_file(path);
     if (!text) return std::unexpected(text.error());
@@ -243,8 +249,8 @@ class VmstatCollector final : public Collector {
     for_each_line(*text, [&](std::string_view line) {
       const auto f = fields_of(line);
       if (error || f.empty()) return;
+      if (!default_vmstat_field(f[0])) return;
       const std::string key(f[0]);
-      if (!std::regex_match(key, kFields)) return;
       double v = 0;
       if (f.size() != 2 || !to_double(f[1], v)) {
         error = parse_error(path, "bad value for " + key);
@@ -394,12 +400,30 @@ class NetdevCollector final : public Collector {
 }  // namespace
 
 Expected<std::string> read_text_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return fail(Errc::not_found, "Failed to open " + path.string());
-  std::ostringstream s;
-  s << in.rdbuf();
-  if (in.bad()) return fail(Errc::internal, "Failed to read " + path.string());
-  return std::move(s).str();
+  // Plain read(2) into the string: pseudo files report size 0, so read until EOF. iostreams
+  // cost more than the kernel's side here (measured: the scrape's largest user-space item).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return fail(Errc::not_found, "Failed to open " + path.string() + ": " + std::strerror(errno));
+  }
+  std::string out;
+  std::size_t used = 0;
+  out.resize(4096);
+  for (;;) {
+    if (used == out.size()) out.resize(out.size() * 2);
+    const ssize_t n = ::read(fd, out.data() + used, out.size() - used);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      return fail(Errc::internal, "Failed to read " + path.string() + ": " + std::strerror(err));
+    }
+    used += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  out.resize(used);
+  return out;
 }
 
 std::unique_ptr<Collector> make_meminfo_collector(const CollectorOptions&) {

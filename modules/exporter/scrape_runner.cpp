@@ -14,69 +14,24 @@ const log::Logger& logger() {
   return l;
 }
 
-// What one collector produced in one scrape.
+// What one collector produced in one scrape; written by its task, read by the scrape once
+// the pool reports the task done.
 struct Slot {
-  bool done = false;
   bool ok = false;
   double seconds = 0;
   std::vector<metrics::MetricFamily> families;
 };
 
-// Shared by a scrape and its tasks; a task finishing after the deadline writes into a round
-// nobody reads any more, which is how its result is dropped.
-struct Round {
-  std::mutex mutex;
-  std::condition_variable finished;
-  std::vector<Slot> slots;
-  std::size_t remaining = 0;
-};
-
 }  // namespace
-
-ThreadPool::ThreadPool(std::size_t threads) {
-  threads_.reserve(threads);
-  for (std::size_t i = 0; i < threads; ++i) {
-    threads_.emplace_back([this] {
-      for (;;) {
-        std::function<void()> task;
-        {
-          std::unique_lock lock(mutex_);
-          wake_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
-          if (tasks_.empty()) return;  // stopping and drained
-          task = std::move(tasks_.front());
-          tasks_.pop_front();
-        }
-        task();
-      }
-    });
-  }
-}
-
-ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
-  for (auto& t : threads_)
-    t.join();
-}
-
-void ThreadPool::post(std::function<void()> task) {
-  {
-    std::lock_guard lock(mutex_);
-    tasks_.push_back(std::move(task));
-  }
-  wake_.notify_one();
-}
 
 ScrapeRunner::ScrapeRunner(std::vector<std::unique_ptr<Collector>> collectors, Paths paths,
                            std::chrono::milliseconds timeout)
-    : paths_(std::move(paths)),
+    : paths_(std::make_shared<const Paths>(std::move(paths))),
       timeout_(timeout),
-      pool_(collectors.empty() ? 1 : collectors.size()) {
+      // One lane for the scrape plus one per collector that may be stuck in a run.
+      lanes_(collectors.size() + 1) {
   for (auto& c : collectors) {
-    auto e = std::make_unique<Entry>();
+    auto e = std::make_shared<Entry>();
     e->collector = std::move(c);
     entries_.push_back(std::move(e));
   }
@@ -87,55 +42,41 @@ ScrapeRunner::~ScrapeRunner() = default;
 void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out,
                           std::span<const std::string> only) {
   using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
-  const auto deadline = start + timeout_;
-  auto round = std::make_shared<Round>();
-  round->slots.resize(entries_.size());
-
-  auto wanted = [&](std::size_t i) {
-    return only.empty() ||
-           std::find(only.begin(), only.end(), entries_[i]->collector->name()) != only.end();
+  struct Run {
+    std::string_view name;
+    std::shared_ptr<Slot> slot;  // null: not started (a previous run is still going)
   };
-  for (std::size_t i = 0; i < entries_.size(); ++i) {
-    Entry* entry = entries_[i].get();
-    if (!wanted(i)) continue;
+  std::vector<Run> runs;
+  std::vector<std::function<void()>> tasks;
+  for (const auto& entry : entries_) {
+    const std::string_view name = entry->collector->name();
+    if (!only.empty() && std::find(only.begin(), only.end(), name) == only.end()) continue;
     if (entry->busy.exchange(true)) {
-      // Still running from an earlier scrape: not started twice.
-      round->slots[i].done = true;
-      logger().warning("Collector \"{}\" is still running from an earlier scrape",
-                       entry->collector->name());
+      logger().warning("Collector \"{}\" is still running from an earlier scrape", name);
+      runs.push_back({name, nullptr});
       continue;
     }
-    ++round->remaining;
-    pool_.post([round, i, entry, paths = &paths_] {
+    auto slot = std::make_shared<Slot>();
+    runs.push_back({name, slot});
+    tasks.emplace_back([entry, slot, paths = paths_] {
       const auto t0 = Clock::now();
-      std::vector<metrics::MetricFamily> families;
       Expected<void> result;
       try {
-        result = entry->collector->collect(*paths, families);
+        result = entry->collector->collect(*paths, slot->families);
       } catch (const std::exception& e) {
         result = fail(Errc::internal, e.what());
       }
-      const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      slot->seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      slot->ok = result.has_value();
       if (!result) {
+        slot->families.clear();
         logger().warning("Collector \"{}\" failed: {}", entry->collector->name(),
                          result.error().message);
       }
       entry->busy.store(false);
-      std::lock_guard lock(round->mutex);
-      Slot& slot = round->slots[i];
-      slot.done = true;
-      slot.ok = result.has_value();
-      slot.seconds = seconds;
-      if (slot.ok) slot.families = std::move(families);
-      --round->remaining;
-      round->finished.notify_all();
     });
   }
-
-  std::unique_lock lock(round->mutex);
-  round->finished.wait_until(lock, deadline, [&] { return round->remaining == 0; });
-  const double waited = std::chrono::duration<double>(Clock::now() - start).count();
+  const auto outcomes = lanes_.run(std::move(tasks), {.task_timeout = timeout_});
 
   metrics::MetricFamily duration{.name = "node_scrape_collector_duration_seconds",
                                  .help = "node_exporter: Duration of a collector scrape.",
@@ -144,19 +85,35 @@ void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out,
   metrics::MetricFamily success{.name = "node_scrape_collector_success",
                                 .help = "node_exporter: Whether a collector succeeded.",
                                 .type = metrics::MetricType::gauge};
-  for (std::size_t i = 0; i < entries_.size(); ++i) {
-    if (!wanted(i)) continue;
-    Slot& slot = round->slots[i];
-    const std::string_view name = entries_[i]->collector->name();
-    if (!slot.done) {
-      logger().warning("Collector \"{}\" missed its {}ms deadline", name, timeout_.count());
-      slot.seconds = waited;
+  std::size_t k = 0;  // index into outcomes: one per run that got a task
+  for (auto& run : runs) {
+    bool ok = false;
+    double seconds = 0;
+    if (run.slot != nullptr) {
+      switch (outcomes[k++]) {
+        case LanePool::Outcome::done:
+          ok = run.slot->ok;
+          seconds = run.slot->seconds;
+          if (ok) {
+            for (auto& f : run.slot->families)
+              out.push_back(std::move(f));
+          }
+          break;
+        case LanePool::Outcome::timed_out:
+          logger().warning("Collector \"{}\" missed its {}ms deadline", run.name, timeout_.count());
+          seconds = std::chrono::duration<double>(timeout_).count();
+          break;
+        case LanePool::Outcome::not_run:
+          // No lane left (every one is stuck in a collector): it was never started.
+          logger().warning("Collector \"{}\" not run: no free lane", run.name);
+          for (const auto& entry : entries_) {
+            if (entry->collector->name() == run.name) entry->busy.store(false);
+          }
+          break;
+      }
     }
-    duration.add(slot.seconds, {{"collector", name}});
-    success.add(slot.ok ? 1 : 0, {{"collector", name}});
-    for (auto& f : slot.families)
-      out.push_back(std::move(f));
-    slot.families.clear();
+    duration.add(seconds, {{"collector", run.name}});
+    success.add(ok ? 1 : 0, {{"collector", run.name}});
   }
   out.push_back(std::move(duration));
   out.push_back(std::move(success));

@@ -1,46 +1,24 @@
-// Runs the enabled collectors of one scrape concurrently on threads of its own, each bounded
-// by a deadline, and adds node_exporter's per-collector duration and success gauges.
+// Runs the enabled collectors of one scrape off the scraping thread, each bounded by its own
+// deadline, and adds node_exporter's per-collector duration and success gauges.
 #pragma once
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "modules/exporter/collector.hpp"
+#include "modules/exporter/lane_pool.hpp"
 
 namespace neco::exporter {
 
-// A fixed set of threads draining a task queue. Destruction waits for running tasks.
-class ThreadPool {
- public:
-  explicit ThreadPool(std::size_t threads);
-  ~ThreadPool();
-  ThreadPool(const ThreadPool&) = delete;
-  ThreadPool& operator=(const ThreadPool&) = delete;
-
-  // Queues a task; it runs on one of the pool's threads.
-  void post(std::function<void()> task);
-
- private:
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<std::function<void()>> tasks_;
-  bool stopping_ = false;
-  std::vector<std::thread> threads_;
-};
-
 class ScrapeRunner {
  public:
-  // One pool thread per collector: at most one run of each is in flight, so a hung collector
-  // never delays another.
+  // Collectors run one after another on a lane of a LanePool (one wake-up per scrape); one
+  // that misses its deadline keeps its lane and the rest go on on another, so a hung
+  // collector never delays another. At most one run of each collector is in flight.
   ScrapeRunner(std::vector<std::unique_ptr<Collector>> collectors, Paths paths,
                std::chrono::milliseconds timeout);
   ~ScrapeRunner();
@@ -58,10 +36,12 @@ class ScrapeRunner {
     std::atomic<bool> busy{false};  // a run is in flight (possibly from an earlier scrape)
   };
 
-  std::vector<std::unique_ptr<Entry>> entries_;
-  Paths paths_;
+  // Shared with the lane tasks: a collector still running when the runner goes away keeps
+  // its entry and the paths alive.
+  std::vector<std::shared_ptr<Entry>> entries_;
+  std::shared_ptr<const Paths> paths_;
   std::chrono::milliseconds timeout_;
-  ThreadPool pool_;  // declared last: destroyed (joined) before the entries its tasks use
+  LanePool lanes_;
 };
 
 }  // namespace neco::exporter

@@ -430,3 +430,82 @@ TEST_CASE("a scrape limited to some collectors runs and reports only those", "[e
   CHECK(text.find("collector=\"loadavg\"") == std::string::npos);
   CHECK(text.find("node_scrape_collector_success{collector=\"meminfo\"} 1") != std::string::npos);
 }
+
+TEST_CASE("lanes: a task past its deadline keeps its lane and the batch goes on", "[exporter]") {
+  using ex::LanePool;
+  using namespace std::chrono_literals;
+  struct Gate {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool open = false;
+    void wait() {
+      std::unique_lock lock(mutex);
+      cv.wait(lock, [&] { return open; });
+    }
+    void release() {
+      std::lock_guard lock(mutex);
+      open = true;
+      cv.notify_all();
+    }
+  };
+  auto gate = std::make_shared<Gate>();
+  auto ran = std::make_shared<std::atomic<int>>(0);
+  {
+    LanePool pool(2);
+    std::vector<std::function<void()>> tasks;
+    tasks.emplace_back([ran] { ++*ran; });
+    tasks.emplace_back([gate] { gate->wait(); });  // hangs until released
+    tasks.emplace_back([ran] { ++*ran; });
+    const auto t0 = LanePool::Clock::now();
+    auto outcomes = pool.run(std::move(tasks), {.task_timeout = 100ms});
+    CHECK(LanePool::Clock::now() - t0 < 1s);
+    REQUIRE(outcomes.size() == 3);
+    CHECK(outcomes[0] == LanePool::Outcome::done);
+    CHECK(outcomes[1] == LanePool::Outcome::timed_out);
+    CHECK(outcomes[2] == LanePool::Outcome::done);
+    CHECK(*ran == 2);
+    CHECK(pool.lanes() == 2);
+
+    // Both lanes taken (one stuck, one free): a batch still runs on the free one, and a
+    // second stuck task leaves nothing for the rest.
+    std::vector<std::function<void()>> more;
+    more.emplace_back([gate] { gate->wait(); });
+    more.emplace_back([ran] { ++*ran; });
+    outcomes = pool.run(std::move(more), {.task_timeout = 100ms});
+    CHECK(outcomes[0] == LanePool::Outcome::timed_out);
+    CHECK(outcomes[1] == LanePool::Outcome::not_run);
+    CHECK(*ran == 2);
+
+    gate->release();
+    REQUIRE(neco::testing::wait_for([&] {
+      std::vector<std::function<void()>> probe;
+      probe.emplace_back([] {});
+      return pool.run(std::move(probe), {})[0] == LanePool::Outcome::done;
+    }));
+  }
+  {
+    // A batch deadline ends the batch: running tasks time out, unstarted ones do not run.
+    LanePool pool(2);
+    auto slow = std::make_shared<Gate>();
+    std::vector<std::function<void()>> batch;
+    batch.emplace_back([slow] { slow->wait(); });
+    batch.emplace_back([slow] { slow->wait(); });
+    batch.emplace_back([ran] { ++*ran; });
+    auto outcomes = pool.run(std::move(batch),
+                             {.batch_deadline = LanePool::Clock::now() + 100ms, .parallel = 2});
+    CHECK(outcomes == std::vector<LanePool::Outcome>{LanePool::Outcome::timed_out,
+                                                     LanePool::Outcome::timed_out,
+                                                     LanePool::Outcome::not_run});
+    CHECK(*ran == 2);
+    // Destroying the pool with lanes inside tasks does not wait for them.
+    const auto t1 = LanePool::Clock::now();
+    {
+      LanePool doomed(1);
+      std::vector<std::function<void()>> hang;
+      hang.emplace_back([slow] { slow->wait(); });
+      doomed.run(std::move(hang), {.task_timeout = 10ms});
+    }
+    CHECK(LanePool::Clock::now() - t1 < 1s);
+    slow->release();
+  }
+}
