@@ -104,24 +104,17 @@ bool valid_sample_labels(const MetricFamily& family, const Sample& sample) {
 // ---- rendering ----
 
 void append_escaped(std::string& out, std::string_view text, bool escape_quote) {
-  for (char c : text) {
-    switch (c) {
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '"':
-        if (escape_quote) {
-          out += "\\\"";
-        } else {
-          out += c;
-        }
-        break;
-      default:
-        out += c;
+  // Runs without special characters (nearly all text) are appended whole.
+  const std::string_view special = escape_quote ? std::string_view("\\\n\"", 3) : "\\\n";
+  for (;;) {
+    const std::size_t at = text.find_first_of(special);
+    if (at == std::string_view::npos) {
+      out += text;
+      return;
     }
+    out += text.substr(0, at);
+    out += text[at] == '\n' ? "\\n" : text[at] == '"' ? "\\\"" : "\\\\";
+    text.remove_prefix(at + 1);
   }
 }
 

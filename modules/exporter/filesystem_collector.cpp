@@ -2,8 +2,12 @@
 // LanePool with one deadline for all; a mount that misses it is "stuck": reported with
 // device_error=1 only and not statfs'd again until that earlier call returns, so a hung NFS or
 // FUSE mount costs one (reused) thread and one deadline, not every later scrape.
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <poll.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <condition_variable>
@@ -95,6 +99,76 @@ using StatfsFn = std::function<int(const char*, struct ::statfs*)>;
 constexpr std::size_t kStatfsLanes = 16;
 constexpr std::size_t kStatfsParallel = 2;
 
+// The mount table, re-read only when it changed: procfs mount files signal a change of the
+// namespace's mounts with POLLPRI (proc(5)), and reading them is the collector's largest
+// kernel cost when nothing changed. Files elsewhere (fixtures) are read every time.
+class MountTable {
+ public:
+  MountTable() = default;
+  MountTable(const MountTable&) = delete;
+  MountTable& operator=(const MountTable&) = delete;
+  ~MountTable() { close(); }
+
+  Expected<std::string_view> read(const Paths& paths) {
+    if (fd_ >= 0 && path_ == paths.proc) {
+      if (!changed()) return std::string_view(text_);
+      if (auto ok = reread(); ok) return std::string_view(text_);
+    }
+    close();
+    for (const char* name : {"1/mounts", "self/mounts"}) {
+      const auto file = paths.proc / name;
+      fd_ = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd_ >= 0) break;
+    }
+    if (fd_ < 0) {
+      return fail(Errc::not_found, "Failed to open " + (paths.proc / "self/mounts").string() +
+                                       ": " + std::strerror(errno));
+    }
+    struct statfs fs {};
+    pollable_ = ::fstatfs(fd_, &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC;
+    path_ = paths.proc;
+    if (auto ok = reread(); !ok) {
+      close();
+      return std::unexpected(ok.error());
+    }
+    return std::string_view(text_);
+  }
+
+ private:
+  // Whether the table may differ from text_ (poll reports each change once).
+  bool changed() const {
+    if (!pollable_) return true;
+    pollfd p{fd_, POLLPRI, 0};
+    return ::poll(&p, 1, 0) != 0;  // POLLPRI/POLLERR on a change; an error counts as one
+  }
+
+  Expected<void> reread() {
+    text_.clear();
+    if (::lseek(fd_, 0, SEEK_SET) < 0) return fail(Errc::internal, std::strerror(errno));
+    char buf[16384];
+    for (;;) {
+      const ssize_t n = ::read(fd_, buf, sizeof buf);
+      if (n == 0) return {};
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return fail(Errc::internal,
+                    std::string("Failed to read the mount table: ") + std::strerror(errno));
+      }
+      text_.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+  int fd_ = -1;
+  bool pollable_ = false;
+  std::filesystem::path path_;
+  std::string text_;
+};
+
 class FilesystemCollector final : public Collector {
  public:
   explicit FilesystemCollector(const CollectorOptions& options)
@@ -107,8 +181,7 @@ class FilesystemCollector final : public Collector {
   std::string_view name() const override { return "filesystem"; }
 
   Expected<void> collect(const Paths& paths, std::vector<MetricFamily>& out) override {
-    auto text = read_text_file(paths.proc / "1/mounts");
-    if (!text) text = read_text_file(paths.proc / "self/mounts");
+    auto text = mounts_.read(paths);
     if (!text) return std::unexpected(text.error());
 
     struct Pending {
@@ -248,6 +321,7 @@ class FilesystemCollector final : public Collector {
   std::regex mount_points_exclude_;
   std::regex fs_types_exclude_;
   std::unordered_map<std::string, bool> excluded_;
+  MountTable mounts_;
   std::chrono::milliseconds mount_timeout_;
   StatfsFn statfs_;
   // Mount points whose statfs missed its deadline, with the call still outstanding.

@@ -265,6 +265,39 @@ class StuckMount(unittest.TestCase):
                          ["node_filesystem_size_bytes" + series], 1000 * 4096.0)
 
 
+class MountChanges(unittest.TestCase):
+    """The mount table is cached between scrapes; a mount or unmount shows in the next one."""
+
+    def test_new_and_removed_mounts_show_up(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to mount")
+        mnt = tempfile.mkdtemp(prefix="neco-mnt-")
+        self.addCleanup(os.rmdir, mnt)
+        a = Agent(NECO)
+        self.addCleanup(a.cleanup)
+        with open(a.role) as f:
+            role = f.read().replace("modules: {}\n",
+                                    "modules:\n  exporter:\n    collectors: [filesystem]\n")
+        with open(a.role, "w") as f:
+            f.write(role)
+        a.start()
+        url = a.metrics + "/metrics"
+        series = f'node_filesystem_size_bytes{{device="necotmp",fstype="tmpfs",mountpoint="{mnt}"}}'
+
+        def sizes():
+            status, _, body = http("GET", url, headers={"Accept": "text/plain"})
+            self.assertEqual(status, 200)
+            return parse(body.decode())["node_filesystem_size_bytes"]["samples"]
+
+        self.assertNotIn(series, sizes())
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "necotmp", mnt], check=True)
+        try:
+            self.assertEqual(sizes().get(series), 4 * 1024 * 1024.0)
+        finally:
+            subprocess.run(["umount", mnt], check=True)
+        self.assertNotIn(series, sizes())
+
+
 def main():
     global NECO
     NECO = sys.argv.pop(1)
