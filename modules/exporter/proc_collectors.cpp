@@ -294,32 +294,47 @@ class FilefdCollector final : public Collector {
   }
 };
 
+// uname(2)'s fields from a procfs tree (fixtures, or a host's /proc mounted elsewhere).
+Expected<std::array<std::string, 6>> read_uname_files(const std::filesystem::path& kernel) {
+  std::array<std::string, 6> v;
+  static constexpr std::array<const char*, 5> kFiles{"ostype", "osrelease", "version", "hostname",
+                                                     "domainname"};
+  for (std::size_t i = 0; i < kFiles.size(); ++i) {
+    auto text = read_text_file(kernel / kFiles[i]);
+    if (!text) return std::unexpected(text.error());
+    v[i] = trim_newline(std::move(*text));
+  }
+  // /proc/sys/kernel/arch exists since Linux 6.1; older kernels: ask uname(2).
+  if (auto arch = read_text_file(kernel / "arch")) {
+    v[5] = trim_newline(std::move(*arch));
+  } else {
+    utsname u{};
+    if (::uname(&u) == 0) v[5] = u.machine;
+  }
+  return v;
+}
+
 class UnameCollector final : public Collector {
  public:
   std::string_view name() const override { return "uname"; }
   Expected<void> collect(const Paths& paths, std::vector<MetricFamily>& out) override {
-    const auto kernel = paths.proc / "sys/kernel";
-    std::array<std::string, 5> v;
-    static constexpr std::array<const char*, 5> kFiles{"ostype", "osrelease", "version", "hostname",
-                                                       "domainname"};
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      auto text = read_text_file(kernel / kFiles[i]);
-      if (!text) return std::unexpected(text.error());
-      v[i] = trim_newline(std::move(*text));
-    }
-    // /proc/sys/kernel/arch exists since Linux 6.1; older kernels: ask uname(2).
-    std::string machine;
-    if (auto arch = read_text_file(kernel / "arch")) {
-      machine = trim_newline(std::move(*arch));
+    // sysname, release, version, nodename, domainname, machine
+    std::array<std::string, 6> v;
+    utsname u{};
+    if (paths.proc == "/proc" && ::uname(&u) == 0) {
+      // The live host: one uname(2), as node_exporter does, instead of six file reads (the
+      // files under /proc/sys/kernel show the same UTS namespace).
+      v = {u.sysname, u.release, u.version, u.nodename, u.domainname, u.machine};
     } else {
-      utsname u{};
-      if (::uname(&u) == 0) machine = u.machine;
+      auto files = read_uname_files(paths.proc / "sys/kernel");
+      if (!files) return std::unexpected(files.error());
+      v = std::move(*files);
     }
     MetricFamily fam{.name = "node_uname_info",
                      .help = "Labeled system information as provided by the uname system call.",
                      .type = MetricType::gauge};
     fam.add(1, {{"domainname", v[4]},
-                {"machine", machine},
+                {"machine", v[5]},
                 {"nodename", v[3]},
                 {"release", v[1]},
                 {"sysname", v[0]},
