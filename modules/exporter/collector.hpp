@@ -31,6 +31,8 @@ struct CollectorOptions {
   std::string fs_types_exclude;      // filesystem: ECMAScript regex over filesystem types
   std::chrono::milliseconds mount_timeout{1000};  // filesystem: per-mount statfs deadline
   std::filesystem::path textfile_directory;       // textfile: empty = no files read
+  std::string diskstats_device_exclude;           // diskstats: ECMAScript regex over device names
+  std::filesystem::path udev_data_directory;      // diskstats: udev database; empty = not read
   // filesystem: the statfs(2) to call; tests substitute one that blocks (empty = ::statfs).
   std::function<int(const char* path, struct ::statfs* buf)> statfs;
 };
@@ -70,6 +72,12 @@ std::unique_ptr<Collector> make_time_collector(const CollectorOptions& options);
 std::unique_ptr<Collector> make_netdev_collector(const CollectorOptions& options);
 std::unique_ptr<Collector> make_filesystem_collector(const CollectorOptions& options);
 std::unique_ptr<Collector> make_textfile_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_diskstats_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_sockstat_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_pressure_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_os_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_timex_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_entropy_collector(const CollectorOptions& options);
 
 // Reads a whole (usually pseudo) file; not_found / internal with the path on failure.
 Expected<std::string> read_text_file(const std::filesystem::path& path);

@@ -52,6 +52,12 @@ const config::Schema<ExporterConfig>& exporter_schema() {
     fs.field("mount_timeout", &FilesystemConfig::mount_timeout,
              "how long one statfs may take before its mount counts as stuck",
              {.min = std::chrono::milliseconds(1)});
+    config::Schema<DiskstatsConfig> disk;
+    disk.field("device_exclude", &DiskstatsConfig::device_exclude,
+               "regex of block devices not reported (empty: none excluded)",
+               {.check = check_regex});
+    disk.field("udev_data_path", &DiskstatsConfig::udev_data_path,
+               "udev database read for node_disk_info's labels (empty: not read)");
     config::Schema<ExporterConfig> s;
     s.field("collectors", &ExporterConfig::collectors, "enabled collectors (default: all)",
             {.check = check_collector_names});
@@ -65,6 +71,7 @@ const config::Schema<ExporterConfig>& exporter_schema() {
     s.field("collector_timeout", &ExporterConfig::collector_timeout,
             "per-collector deadline within one scrape", {.min = std::chrono::milliseconds(1)});
     s.section("filesystem", &ExporterConfig::filesystem, fs, "filesystem collector settings");
+    s.section("diskstats", &ExporterConfig::diskstats, disk, "diskstats collector settings");
     return s;
   }();
   return schema;
@@ -120,6 +127,8 @@ std::unique_ptr<ScrapeRunner> make_runner(const ExporterConfig& config) {
   options.fs_types_exclude = config.filesystem.fs_types_exclude;
   options.mount_timeout = config.filesystem.mount_timeout;
   options.textfile_directory = config.textfile_directory;
+  options.diskstats_device_exclude = config.diskstats.device_exclude;
+  options.udev_data_directory = config.diskstats.udev_data_path;
   std::vector<std::unique_ptr<Collector>> collectors;
   for (const auto& name : enabled_collectors(config)) {
     const auto* info = find_collector(name);

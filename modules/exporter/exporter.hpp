@@ -25,6 +25,11 @@ struct FilesystemConfig {
   config::Duration mount_timeout = std::chrono::seconds(1);
 };
 
+struct DiskstatsConfig {
+  std::string device_exclude = "^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\\d+n\\d+p)\\d+$";
+  std::string udev_data_path = "/run/udev/data";
+};
+
 struct ExporterConfig {
   std::vector<std::string> collectors;  // enabled; defaults to every implemented collector
   std::vector<std::string> exclude_collectors;
@@ -34,6 +39,7 @@ struct ExporterConfig {
   std::string textfile_directory;  // empty: the textfile collector reads nothing
   config::Duration collector_timeout = std::chrono::seconds(2);
   FilesystemConfig filesystem;
+  DiskstatsConfig diskstats;
 
   ExporterConfig();
 };

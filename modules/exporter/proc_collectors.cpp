@@ -1,14 +1,17 @@
 // The collectors that read plain procfs files: meminfo, loadavg, cpu, stat, vmstat, filefd,
-// uname, time and netdev. Names, types and labels follow node_exporter 1.5 on Linux.
+// uname, time (with sysfs clocksources) and netdev. Names, types and labels follow
+// node_exporter 1.5 on Linux.
 #include <fcntl.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <string>
 
@@ -347,15 +350,72 @@ class UnameCollector final : public Collector {
 class TimeCollector final : public Collector {
  public:
   std::string_view name() const override { return "time"; }
-  Expected<void> collect(const Paths&, std::vector<MetricFamily>& out) override {
-    const auto now = std::chrono::system_clock::now().time_since_epoch();
-    MetricFamily fam{.name = "node_time_seconds",
-                     .help = "System time in seconds since epoch (1970).",
-                     .type = MetricType::gauge,
-                     .unit = "seconds"};
-    fam.add(std::chrono::duration<double>(now).count());
-    out.push_back(std::move(fam));
+  Expected<void> collect(const Paths& paths, std::vector<MetricFamily>& out) override {
+    const auto now = std::chrono::system_clock::now();
+    MetricFamily seconds{.name = "node_time_seconds",
+                         .help = "System time in seconds since epoch (1970).",
+                         .type = MetricType::gauge,
+                         .unit = "seconds"};
+    seconds.add(std::chrono::duration<double>(now.time_since_epoch()).count());
+    // The local zone as this process sees it (TZ, else /etc/localtime), as node_exporter.
+    const std::time_t t = std::chrono::system_clock::to_time_t(now);
+    std::tm local{};
+    if (::localtime_r(&t, &local) == nullptr) {
+      return fail(Errc::internal, "Failed to get the local time zone");
+    }
+    MetricFamily zone{.name = "node_time_zone_offset_seconds",
+                      .help = "System time zone offset in seconds.",
+                      .type = MetricType::gauge,
+                      .unit = "seconds"};
+    zone.add(static_cast<double>(local.tm_gmtoff),
+             {{"time_zone", local.tm_zone != nullptr ? local.tm_zone : ""}});
+    auto clocksources = collect_clocksources(paths);
+    if (!clocksources) return std::unexpected(clocksources.error());
+    out.push_back(std::move(seconds));
+    out.push_back(std::move(zone));
+    for (auto& f : *clocksources) {
+      if (!f.samples.empty()) out.push_back(std::move(f));
+    }
     return {};
+  }
+
+ private:
+  // node_time_clocksource_{available,current}_info from sys/devices/system/clocksource/
+  // clocksource<N>/. The `device` label is the position in name order ("0", "1", ...), not
+  // N: that is what node_exporter 1.5 exports.
+  static Expected<std::array<MetricFamily, 2>> collect_clocksources(const Paths& paths) {
+    std::array<MetricFamily, 2> fams{
+        MetricFamily{.name = "node_time_clocksource_available_info",
+                     .help = "Available clocksources read from '/sys/devices/system/clocksource'.",
+                     .type = MetricType::gauge},
+        MetricFamily{.name = "node_time_clocksource_current_info",
+                     .help = "Current clocksource read from '/sys/devices/system/clocksource'.",
+                     .type = MetricType::gauge}};
+    std::vector<std::filesystem::path> dirs;
+    std::error_code ec;
+    // A kernel without the directory has no clocksources to report.
+    for (std::filesystem::directory_iterator it(paths.sys / "devices/system/clocksource", ec), end;
+         !ec && it != end; it.increment(ec)) {
+      const auto name = it->path().filename().string();
+      if (name.size() > 11 && name.starts_with("clocksource") && name[11] >= '0' &&
+          name[11] <= '9') {
+        dirs.push_back(it->path());
+      }
+    }
+    std::sort(dirs.begin(), dirs.end());
+    for (std::size_t i = 0; i < dirs.size(); ++i) {
+      auto available = read_text_file(dirs[i] / "available_clocksource");
+      if (!available) return std::unexpected(available.error());
+      auto current = read_text_file(dirs[i] / "current_clocksource");
+      if (!current) return std::unexpected(current.error());
+      const std::string device = std::to_string(i);
+      const std::string names = trim_newline(std::move(*available));  // outlives the views
+      for (const auto cs : fields_of(names)) {
+        fams[0].add(1, {{"clocksource", cs}, {"device", device}});
+      }
+      fams[1].add(1, {{"clocksource", trim_newline(std::move(*current))}, {"device", device}});
+    }
+    return fams;
   }
 };
 
@@ -470,16 +530,22 @@ std::unique_ptr<Collector> make_netdev_collector(const CollectorOptions&) {
 }
 
 std::span<const CollectorInfo> collector_table() {
-  static constexpr std::array<CollectorInfo, 11> kTable{{
+  static constexpr std::array<CollectorInfo, 17> kTable{{
       {"cpu", &make_cpu_collector},
+      {"diskstats", &make_diskstats_collector},
+      {"entropy", &make_entropy_collector},
       {"filefd", &make_filefd_collector},
       {"filesystem", &make_filesystem_collector},
       {"loadavg", &make_loadavg_collector},
       {"meminfo", &make_meminfo_collector},
       {"netdev", &make_netdev_collector},
+      {"os", &make_os_collector},
+      {"pressure", &make_pressure_collector},
+      {"sockstat", &make_sockstat_collector},
       {"stat", &make_stat_collector},
       {"textfile", &make_textfile_collector},
       {"time", &make_time_collector},
+      {"timex", &make_timex_collector},
       {"uname", &make_uname_collector},
       {"vmstat", &make_vmstat_collector},
   }};

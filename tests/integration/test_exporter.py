@@ -25,8 +25,8 @@ NECO = None
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
 PROMTOOL = shutil.which("promtool")
 
-COLLECTORS = ["cpu", "filefd", "filesystem", "loadavg", "meminfo", "netdev", "stat", "time",
-              "uname", "vmstat"]
+COLLECTORS = ["cpu", "diskstats", "entropy", "filefd", "filesystem", "loadavg", "meminfo",
+              "netdev", "os", "pressure", "sockstat", "stat", "time", "timex", "uname", "vmstat"]
 MOUNTS_EXCLUDE = ("^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|"
                   "var/lib/containers/storage/.+)($|/)")
 
@@ -114,6 +114,22 @@ class ExporterParity(unittest.TestCase):
         # Same mounts after the same exclusions.
         self.assertEqual(set(ours["node_filesystem_size_bytes"]["samples"]),
                          set(ne["node_filesystem_size_bytes"]["samples"]))
+        # Same series (devices, labels) where the host's answer is stable between the scrapes.
+        for name in ("node_disk_info", "node_disk_reads_completed_total", "node_os_info",
+                     "node_os_version", "node_time_zone_offset_seconds",
+                     "node_time_clocksource_available_info", "node_time_clocksource_current_info",
+                     "node_sockstat_sockets_used", "node_pressure_cpu_waiting_seconds_total",
+                     "node_timex_sync_status"):
+            with self.subTest(series=name):
+                self.assertEqual(name in ours, name in ne)
+                if name in ne:
+                    self.assertEqual(set(ours[name]["samples"]), set(ne[name]["samples"]))
+        for name in ("node_disk_info", "node_os_info", "node_os_version",
+                     "node_time_zone_offset_seconds", "node_time_clocksource_current_info",
+                     "node_entropy_pool_size_bits", "node_timex_tick_seconds",
+                     "node_timex_status"):
+            if name in ne:
+                self.assertEqual(ours[name]["samples"], ne[name]["samples"], name)
         # OpenMetrics carries the same node_ families (units must not make any invalid).
         status, _, body = http("GET", neco_url,
                                headers={"Accept": "application/openmetrics-text; version=1.0.0"})
