@@ -68,11 +68,21 @@ void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out,
       }
       slot->seconds = std::chrono::duration<double>(Clock::now() - t0).count();
       slot->ok = result.has_value();
-      if (!result) {
-        slot->families.clear();
-        logger().warning("Collector \"{}\" failed: {}", entry->collector->name(),
+      if (!result) slot->families.clear();
+      // Logged when the collector starts or stops failing, not on every scrape. A missing
+      // source (no /proc/pressure on this kernel, say) is routine: debug, as node_exporter.
+      if (!result && !entry->failing) {
+        if (result.error().code == Errc::not_found) {
+          logger().debug("Collector \"{}\" has no data: {}", entry->collector->name(),
                          result.error().message);
+        } else {
+          logger().warning("Collector \"{}\" failed: {}", entry->collector->name(),
+                           result.error().message);
+        }
+      } else if (result && entry->failing) {
+        logger().info("Collector \"{}\" succeeds again", entry->collector->name());
       }
+      entry->failing = !result;
       entry->busy.store(false);
     });
   }

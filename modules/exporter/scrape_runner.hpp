@@ -34,6 +34,7 @@ class ScrapeRunner {
   struct Entry {
     std::unique_ptr<Collector> collector;
     std::atomic<bool> busy{false};  // a run is in flight (possibly from an earlier scrape)
+    bool failing = false;           // its last run failed; only its (serial) runs touch it
   };
 
   // Shared with the lane tasks: a collector still running when the runner goes away keeps
