@@ -31,6 +31,8 @@ struct CollectorOptions {
   std::string fs_types_exclude;      // filesystem: ECMAScript regex over filesystem types
   std::chrono::milliseconds mount_timeout{1000};  // filesystem: per-mount statfs deadline
   std::filesystem::path textfile_directory;       // textfile: empty = no files read
+  std::string netclass_ignored_devices = "^$";    // netclass: ECMAScript regex over device names
+  bool netclass_ignore_invalid_speed = false;     // netclass: drop speed -1 (unknown) instead
   // filesystem: the statfs(2) to call; tests substitute one that blocks (empty = ::statfs).
   std::function<int(const char* path, struct ::statfs* buf)> statfs;
 };
@@ -41,7 +43,9 @@ class Collector {
   // The collector's name as in node_exporter (the `collector` label value).
   virtual std::string_view name() const = 0;
   // Appends this collector's families; an error marks the collector unsuccessful and its
-  // output is dropped. Never called concurrently with itself.
+  // output is dropped. Errc::unavailable means the host has nothing for this collector
+  // (node_exporter's ErrNoData, e.g. no /sys/class/hwmon): also success 0, but logged at debug
+  // level only, since it repeats on every scrape. Never called concurrently with itself.
   virtual Expected<void> collect(const Paths& paths, std::vector<metrics::MetricFamily>& out) = 0;
 };
 
@@ -70,6 +74,11 @@ std::unique_ptr<Collector> make_time_collector(const CollectorOptions& options);
 std::unique_ptr<Collector> make_netdev_collector(const CollectorOptions& options);
 std::unique_ptr<Collector> make_filesystem_collector(const CollectorOptions& options);
 std::unique_ptr<Collector> make_textfile_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_netclass_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_hwmon_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_thermal_zone_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_nvme_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_edac_collector(const CollectorOptions& options);
 
 // Reads a whole (usually pseudo) file; not_found / internal with the path on failure.
 Expected<std::string> read_text_file(const std::filesystem::path& path);

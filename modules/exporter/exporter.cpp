@@ -52,6 +52,11 @@ const config::Schema<ExporterConfig>& exporter_schema() {
     fs.field("mount_timeout", &FilesystemConfig::mount_timeout,
              "how long one statfs may take before its mount counts as stuck",
              {.min = std::chrono::milliseconds(1)});
+    config::Schema<NetclassConfig> net;
+    net.field("ignored_devices", &NetclassConfig::ignored_devices,
+              "regex of network devices not reported", {.check = check_regex});
+    net.field("ignore_invalid_speed", &NetclassConfig::ignore_invalid_speed,
+              "leave out the speed of devices that report -1 (unknown)");
     config::Schema<ExporterConfig> s;
     s.field("collectors", &ExporterConfig::collectors, "enabled collectors (default: all)",
             {.check = check_collector_names});
@@ -65,6 +70,7 @@ const config::Schema<ExporterConfig>& exporter_schema() {
     s.field("collector_timeout", &ExporterConfig::collector_timeout,
             "per-collector deadline within one scrape", {.min = std::chrono::milliseconds(1)});
     s.section("filesystem", &ExporterConfig::filesystem, fs, "filesystem collector settings");
+    s.section("netclass", &ExporterConfig::netclass, net, "netclass collector settings");
     return s;
   }();
   return schema;
@@ -88,6 +94,8 @@ std::unique_ptr<ScrapeRunner> make_runner(const ExporterConfig& config) {
   options.fs_types_exclude = config.filesystem.fs_types_exclude;
   options.mount_timeout = config.filesystem.mount_timeout;
   options.textfile_directory = config.textfile_directory;
+  options.netclass_ignored_devices = config.netclass.ignored_devices;
+  options.netclass_ignore_invalid_speed = config.netclass.ignore_invalid_speed;
   std::vector<std::unique_ptr<Collector>> collectors;
   for (const auto& name : enabled_collectors(config)) {
     const auto* info = find_collector(name);

@@ -25,6 +25,11 @@ struct FilesystemConfig {
   config::Duration mount_timeout = std::chrono::seconds(1);
 };
 
+struct NetclassConfig {
+  std::string ignored_devices = "^$";  // node_exporter 1.5's default: nothing ignored
+  bool ignore_invalid_speed = false;
+};
+
 struct ExporterConfig {
   std::vector<std::string> collectors;  // enabled; defaults to every implemented collector
   std::vector<std::string> exclude_collectors;
@@ -34,6 +39,7 @@ struct ExporterConfig {
   std::string textfile_directory;  // empty: the textfile collector reads nothing
   config::Duration collector_timeout = std::chrono::seconds(2);
   FilesystemConfig filesystem;
+  NetclassConfig netclass;
 
   ExporterConfig();
 };

@@ -431,15 +431,20 @@ std::unique_ptr<Collector> make_netdev_collector(const CollectorOptions&) {
 }
 
 std::span<const CollectorInfo> collector_table() {
-  static constexpr std::array<CollectorInfo, 11> kTable{{
+  static constexpr std::array<CollectorInfo, 16> kTable{{
       {"cpu", &make_cpu_collector},
+      {"edac", &make_edac_collector},
       {"filefd", &make_filefd_collector},
       {"filesystem", &make_filesystem_collector},
+      {"hwmon", &make_hwmon_collector},
       {"loadavg", &make_loadavg_collector},
       {"meminfo", &make_meminfo_collector},
+      {"netclass", &make_netclass_collector},
       {"netdev", &make_netdev_collector},
+      {"nvme", &make_nvme_collector},
       {"stat", &make_stat_collector},
       {"textfile", &make_textfile_collector},
+      {"thermal_zone", &make_thermal_zone_collector},
       {"time", &make_time_collector},
       {"uname", &make_uname_collector},
       {"vmstat", &make_vmstat_collector},

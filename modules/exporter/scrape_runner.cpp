@@ -110,7 +110,10 @@ void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out) {
         result = fail(Errc::internal, e.what());
       }
       const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-      if (!result) {
+      if (!result && result.error().code == Errc::unavailable) {
+        logger().debug("Collector \"{}\" has no data: {}", entry->collector->name(),
+                       result.error().message);
+      } else if (!result) {
         logger().warning("Collector \"{}\" failed: {}", entry->collector->name(),
                          result.error().message);
       }
