@@ -33,6 +33,8 @@ struct CollectorOptions {
   std::filesystem::path textfile_directory;       // textfile: empty = no files read
   std::string diskstats_device_exclude;           // diskstats: ECMAScript regex over device names
   std::filesystem::path udev_data_directory;      // diskstats: udev database; empty = not read
+  std::string netclass_ignored_devices = "^$";    // netclass: ECMAScript regex over device names
+  bool netclass_ignore_invalid_speed = false;     // netclass: drop speed -1 (unknown) instead
   // filesystem: the statfs(2) to call; tests substitute one that blocks (empty = ::statfs).
   std::function<int(const char* path, struct ::statfs* buf)> statfs;
 };
@@ -43,7 +45,9 @@ class Collector {
   // The collector's name as in node_exporter (the `collector` label value).
   virtual std::string_view name() const = 0;
   // Appends this collector's families; an error marks the collector unsuccessful and its
-  // output is dropped. Never called concurrently with itself.
+  // output is dropped. Errc::unavailable means the host has nothing for this collector
+  // (node_exporter's ErrNoData, e.g. no /sys/class/hwmon): also success 0, but logged at debug
+  // level only, since it repeats on every scrape. Never called concurrently with itself.
   virtual Expected<void> collect(const Paths& paths, std::vector<metrics::MetricFamily>& out) = 0;
 };
 
@@ -78,6 +82,11 @@ std::unique_ptr<Collector> make_pressure_collector(const CollectorOptions& optio
 std::unique_ptr<Collector> make_os_collector(const CollectorOptions& options);
 std::unique_ptr<Collector> make_timex_collector(const CollectorOptions& options);
 std::unique_ptr<Collector> make_entropy_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_netclass_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_hwmon_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_thermal_zone_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_nvme_collector(const CollectorOptions& options);
+std::unique_ptr<Collector> make_edac_collector(const CollectorOptions& options);
 
 // Reads a whole (usually pseudo) file; not_found / internal with the path on failure.
 Expected<std::string> read_text_file(const std::filesystem::path& path);

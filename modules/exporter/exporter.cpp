@@ -58,6 +58,11 @@ const config::Schema<ExporterConfig>& exporter_schema() {
                {.check = check_regex});
     disk.field("udev_data_path", &DiskstatsConfig::udev_data_path,
                "udev database read for node_disk_info's labels (empty: not read)");
+    config::Schema<NetclassConfig> net;
+    net.field("ignored_devices", &NetclassConfig::ignored_devices,
+              "regex of network devices not reported", {.check = check_regex});
+    net.field("ignore_invalid_speed", &NetclassConfig::ignore_invalid_speed,
+              "leave out the speed of devices that report -1 (unknown)");
     config::Schema<ExporterConfig> s;
     s.field("collectors", &ExporterConfig::collectors, "enabled collectors (default: all)",
             {.check = check_collector_names});
@@ -72,6 +77,7 @@ const config::Schema<ExporterConfig>& exporter_schema() {
             "per-collector deadline within one scrape", {.min = std::chrono::milliseconds(1)});
     s.section("filesystem", &ExporterConfig::filesystem, fs, "filesystem collector settings");
     s.section("diskstats", &ExporterConfig::diskstats, disk, "diskstats collector settings");
+    s.section("netclass", &ExporterConfig::netclass, net, "netclass collector settings");
     return s;
   }();
   return schema;
@@ -129,6 +135,8 @@ std::unique_ptr<ScrapeRunner> make_runner(const ExporterConfig& config) {
   options.textfile_directory = config.textfile_directory;
   options.diskstats_device_exclude = config.diskstats.device_exclude;
   options.udev_data_directory = config.diskstats.udev_data_path;
+  options.netclass_ignored_devices = config.netclass.ignored_devices;
+  options.netclass_ignore_invalid_speed = config.netclass.ignore_invalid_speed;
   std::vector<std::unique_ptr<Collector>> collectors;
   for (const auto& name : enabled_collectors(config)) {
     const auto* info = find_collector(name);

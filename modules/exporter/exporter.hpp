@@ -30,6 +30,11 @@ struct DiskstatsConfig {
   std::string udev_data_path = "/run/udev/data";
 };
 
+struct NetclassConfig {
+  std::string ignored_devices = "^$";  // node_exporter 1.5's default: nothing ignored
+  bool ignore_invalid_speed = false;
+};
+
 struct ExporterConfig {
   std::vector<std::string> collectors;  // enabled; defaults to every implemented collector
   std::vector<std::string> exclude_collectors;
@@ -40,6 +45,7 @@ struct ExporterConfig {
   config::Duration collector_timeout = std::chrono::seconds(2);
   FilesystemConfig filesystem;
   DiskstatsConfig diskstats;
+  NetclassConfig netclass;
 
   ExporterConfig();
 };

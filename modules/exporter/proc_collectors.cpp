@@ -530,20 +530,25 @@ std::unique_ptr<Collector> make_netdev_collector(const CollectorOptions&) {
 }
 
 std::span<const CollectorInfo> collector_table() {
-  static constexpr std::array<CollectorInfo, 17> kTable{{
+  static constexpr std::array<CollectorInfo, 22> kTable{{
       {"cpu", &make_cpu_collector},
       {"diskstats", &make_diskstats_collector},
+      {"edac", &make_edac_collector},
       {"entropy", &make_entropy_collector},
       {"filefd", &make_filefd_collector},
       {"filesystem", &make_filesystem_collector},
+      {"hwmon", &make_hwmon_collector},
       {"loadavg", &make_loadavg_collector},
       {"meminfo", &make_meminfo_collector},
+      {"netclass", &make_netclass_collector},
       {"netdev", &make_netdev_collector},
+      {"nvme", &make_nvme_collector},
       {"os", &make_os_collector},
       {"pressure", &make_pressure_collector},
       {"sockstat", &make_sockstat_collector},
       {"stat", &make_stat_collector},
       {"textfile", &make_textfile_collector},
+      {"thermal_zone", &make_thermal_zone_collector},
       {"time", &make_time_collector},
       {"timex", &make_timex_collector},
       {"uname", &make_uname_collector},

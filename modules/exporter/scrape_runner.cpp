@@ -72,7 +72,8 @@ void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out,
       // Logged when the collector starts or stops failing, not on every scrape. A missing
       // source (no /proc/pressure on this kernel, say) is routine: debug, as node_exporter.
       if (!result && !entry->failing) {
-        if (result.error().code == Errc::not_found) {
+        const auto code = result.error().code;
+        if (code == Errc::not_found || code == Errc::unavailable) {
           logger().debug("Collector \"{}\" has no data: {}", entry->collector->name(),
                          result.error().message);
         } else {
