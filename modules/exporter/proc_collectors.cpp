@@ -16,6 +16,7 @@
 #include <string>
 
 #include "modules/exporter/collector.hpp"
+#include "modules/exporter/dir_cache.hpp"
 
 namespace neco::exporter {
 namespace {
@@ -477,7 +478,7 @@ class NetdevCollector final : public Collector {
 Expected<std::string> read_text_file(const std::filesystem::path& path) {
   // Plain read(2) into the string: pseudo files report size 0, so read until EOF. iostreams
   // cost more than the kernel's side here (measured: the scrape's largest user-space item).
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = open_file(path, O_RDONLY);
   if (fd < 0) {
     return fail(Errc::not_found, "Failed to open " + path.string() + ": " + std::strerror(errno));
   }

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "agent/log/log.hpp"
+#include "modules/exporter/dir_cache.hpp"
 
 namespace neco::exporter {
 namespace {
@@ -62,6 +63,7 @@ void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out,
       const auto t0 = Clock::now();
       Expected<void> result;
       try {
+        const DirCacheScope dirs;
         result = entry->collector->collect(*paths, slot->families);
       } catch (const std::exception& e) {
         result = fail(Errc::internal, e.what());

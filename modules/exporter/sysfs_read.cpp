@@ -1,5 +1,7 @@
 #include "modules/exporter/sysfs_read.hpp"
 
+#include "modules/exporter/dir_cache.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -62,7 +64,7 @@ std::string ReadError::message(const std::filesystem::path& path) const {
 }
 
 std::expected<std::string, ReadError> read_attr(const std::filesystem::path& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(open_file(path, O_RDONLY));
   if (fd.get() < 0) return std::unexpected(ReadError{errno});
   std::array<char, 128> buf{};
   ssize_t n = 0;
@@ -75,7 +77,7 @@ std::expected<std::string, ReadError> read_attr(const std::filesystem::path& pat
 
 std::expected<std::string, ReadError> read_whole(const std::filesystem::path& path) {
   constexpr std::size_t kLimit = 1 << 20;
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(open_file(path, O_RDONLY));
   if (fd.get() < 0) return std::unexpected(ReadError{errno});
   std::string out;
   std::array<char, 4096> buf{};

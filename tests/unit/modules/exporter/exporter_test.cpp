@@ -1,7 +1,9 @@
 // The exporter's collectors against procfs files recorded from a real machine (compared with
 // golden expositions), the scrape runner's per-collector deadline, the textfile parser, the
 // filesystem collector and the module's config and registration.
+#include <fcntl.h>
 #include <sys/statfs.h>
+#include <unistd.h>
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange
 
@@ -12,12 +14,14 @@
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "agent/metrics/exposition.hpp"
 #include "agent/metrics/registry.hpp"
 #include "agent/module/context.hpp"
 #include "agent/module/registry.hpp"
+#include "modules/exporter/dir_cache.hpp"
 #include "modules/exporter/exporter.hpp"
 #include "modules/exporter/scrape_runner.hpp"
 #include "tests/support/test_support.hpp"
@@ -508,4 +512,48 @@ TEST_CASE("lanes: a task past its deadline keeps its lane and the batch goes on"
     CHECK(LanePool::Clock::now() - t1 < 1s);
     slow->release();
   }
+}
+
+TEST_CASE("open_file through a directory cache gives what open(2) gives", "[exporter]") {
+  neco::testing::TempDir dir;
+  neco::testing::write_file(dir.path() / "a", "one");
+  neco::testing::write_file(dir.path() / "b", "two");
+  auto read_all = [](int fd) {
+    REQUIRE(fd >= 0);
+    char buf[16] = {};
+    const auto n = ::read(fd, buf, sizeof buf);
+    ::close(fd);
+    return std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  };
+  for (bool scoped : {false, true}) {
+    INFO("scoped " << scoped);
+    std::optional<ex::DirCacheScope> scope;
+    if (scoped) scope.emplace();
+    const ex::DirCacheScope nested;  // an inner scope changes nothing
+    CHECK(read_all(ex::open_file(dir.path() / "a", O_RDONLY)) == "one");
+    CHECK(read_all(ex::open_file(dir.path() / "b", O_RDONLY)) == "two");
+    errno = 0;
+    CHECK(ex::open_file(dir.path() / "missing", O_RDONLY) == -1);
+    CHECK(errno == ENOENT);
+    errno = 0;
+    CHECK(ex::open_file(dir.path() / "nodir" / "x", O_RDONLY) == -1);
+    CHECK(errno == ENOENT);
+    errno = 0;
+    CHECK(ex::open_file(dir.path() / "a" / "x", O_RDONLY) == -1);
+    CHECK(errno == ENOTDIR);
+    // The descriptor refers to the file, not the directory, even for a relative path.
+    CHECK(read_all(ex::open_file("/proc/self/../self/stat", O_RDONLY)).size() > 0);
+  }
+  // Descriptors opened by a scope are closed when it ends.
+  const auto fds = [] {
+    return std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                         std::filesystem::directory_iterator());
+  };
+  const auto before = fds();
+  {
+    const ex::DirCacheScope scope;
+    ::close(ex::open_file(dir.path() / "a", O_RDONLY));
+    CHECK(fds() == before + 1);
+  }
+  CHECK(fds() == before);
 }
