@@ -16,7 +16,7 @@
 #include <string>
 
 #include "modules/exporter/collector.hpp"
-#include "modules/exporter/dir_cache.hpp"
+#include "modules/exporter/file_cache.hpp"
 
 namespace neco::exporter {
 namespace {
@@ -476,30 +476,15 @@ class NetdevCollector final : public Collector {
 }  // namespace
 
 Expected<std::string> read_text_file(const std::filesystem::path& path) {
-  // Plain read(2) into the string: pseudo files report size 0, so read until EOF. iostreams
-  // cost more than the kernel's side here (measured: the scrape's largest user-space item).
-  const int fd = open_file(path, O_RDONLY);
-  if (fd < 0) {
-    return fail(Errc::not_found, "Failed to open " + path.string() + ": " + std::strerror(errno));
-  }
-  std::string out;
-  std::size_t used = 0;
-  out.resize(4096);
-  for (;;) {
-    if (used == out.size()) out.resize(out.size() * 2);
-    const ssize_t n = ::read(fd, out.data() + used, out.size() - used);
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      return fail(Errc::internal, "Failed to read " + path.string() + ": " + std::strerror(err));
-    }
-    used += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  out.resize(used);
-  return out;
+  // 64 MiB bounds a runaway file; procfs files are kilobytes, textfile inputs megabytes at most.
+  constexpr std::size_t kLimit = std::size_t{64} << 20;
+  auto text = read_file(path, kLimit, false);
+  if (text) return std::move(*text);
+  // Could not be opened (missing, or not for us): not_found, as callers treat absent files.
+  const int e = text.error();
+  const bool absent = e == ENOENT || e == ENOTDIR || e == EACCES || e == EPERM || e == ENXIO;
+  const Errc code = absent ? Errc::not_found : Errc::internal;
+  return fail(code, "Failed to read " + path.string() + ": " + std::strerror(text.error()));
 }
 
 std::unique_ptr<Collector> make_meminfo_collector(const CollectorOptions&) {

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "agent/log/log.hpp"
-#include "modules/exporter/dir_cache.hpp"
+#include "modules/exporter/file_cache.hpp"
 
 namespace neco::exporter {
 namespace {
@@ -63,7 +63,7 @@ void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out,
       const auto t0 = Clock::now();
       Expected<void> result;
       try {
-        const DirCacheScope dirs;
+        const FileCacheScope files(entry->files);
         result = entry->collector->collect(*paths, slot->families);
       } catch (const std::exception& e) {
         result = fail(Errc::internal, e.what());

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "modules/exporter/collector.hpp"
+#include "modules/exporter/file_cache.hpp"
 #include "modules/exporter/lane_pool.hpp"
 
 namespace neco::exporter {
@@ -35,6 +36,7 @@ class ScrapeRunner {
     std::unique_ptr<Collector> collector;
     std::atomic<bool> busy{false};  // a run is in flight (possibly from an earlier scrape)
     bool failing = false;           // its last run failed; only its (serial) runs touch it
+    FileCache files;                // its open pseudo files, kept between runs
   };
 
   // Shared with the lane tasks: a collector still running when the runner goes away keeps

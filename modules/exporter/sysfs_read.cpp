@@ -1,6 +1,6 @@
 #include "modules/exporter/sysfs_read.hpp"
 
-#include "modules/exporter/dir_cache.hpp"
+#include "modules/exporter/file_cache.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -16,21 +16,6 @@
 
 namespace neco::exporter::sysfs {
 namespace {
-
-// Closes a descriptor on every path out.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
@@ -64,31 +49,15 @@ std::string ReadError::message(const std::filesystem::path& path) const {
 }
 
 std::expected<std::string, ReadError> read_attr(const std::filesystem::path& path) {
-  Fd fd(open_file(path, O_RDONLY));
-  if (fd.get() < 0) return std::unexpected(ReadError{errno});
-  std::array<char, 128> buf{};
-  ssize_t n = 0;
-  do {
-    n = ::read(fd.get(), buf.data(), buf.size());
-  } while (n < 0 && errno == EINTR);  // Go's syscall wrappers retry EINTR too
-  if (n < 0) return std::unexpected(ReadError{errno});
-  return std::string(buf.data(), static_cast<std::size_t>(n));
+  auto r = read_file(path, 128, true);
+  if (!r) return std::unexpected(ReadError{r.error()});
+  return std::move(*r);
 }
 
 std::expected<std::string, ReadError> read_whole(const std::filesystem::path& path) {
-  constexpr std::size_t kLimit = 1 << 20;
-  Fd fd(open_file(path, O_RDONLY));
-  if (fd.get() < 0) return std::unexpected(ReadError{errno});
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (out.size() < kLimit) {
-    const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return std::unexpected(ReadError{errno});
-    if (n == 0) break;
-    out.append(buf.data(), static_cast<std::size_t>(n));
-  }
-  return out;
+  auto r = read_file(path, std::size_t{1} << 20, false);
+  if (!r) return std::unexpected(ReadError{r.error()});
+  return std::move(*r);
 }
 
 std::string_view trim_space(std::string_view s) {

@@ -2,6 +2,7 @@
 // golden expositions), the scrape runner's per-collector deadline, the textfile parser, the
 // filesystem collector and the module's config and registration.
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -21,8 +22,8 @@
 #include "agent/metrics/registry.hpp"
 #include "agent/module/context.hpp"
 #include "agent/module/registry.hpp"
-#include "modules/exporter/dir_cache.hpp"
 #include "modules/exporter/exporter.hpp"
+#include "modules/exporter/file_cache.hpp"
 #include "modules/exporter/scrape_runner.hpp"
 #include "tests/support/test_support.hpp"
 #include "tests/unit/modules/exporter/exporter_test_support.hpp"
@@ -514,46 +515,37 @@ TEST_CASE("lanes: a task past its deadline keeps its lane and the batch goes on"
   }
 }
 
-TEST_CASE("open_file through a directory cache gives what open(2) gives", "[exporter]") {
+TEST_CASE("cached pseudo files are re-read fresh; other files are not kept", "[exporter]") {
   neco::testing::TempDir dir;
-  neco::testing::write_file(dir.path() / "a", "one");
-  neco::testing::write_file(dir.path() / "b", "two");
-  auto read_all = [](int fd) {
-    REQUIRE(fd >= 0);
-    char buf[16] = {};
-    const auto n = ::read(fd, buf, sizeof buf);
-    ::close(fd);
-    return std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
-  };
-  for (bool scoped : {false, true}) {
-    INFO("scoped " << scoped);
-    std::optional<ex::DirCacheScope> scope;
-    if (scoped) scope.emplace();
-    const ex::DirCacheScope nested;  // an inner scope changes nothing
-    CHECK(read_all(ex::open_file(dir.path() / "a", O_RDONLY)) == "one");
-    CHECK(read_all(ex::open_file(dir.path() / "b", O_RDONLY)) == "two");
-    errno = 0;
-    CHECK(ex::open_file(dir.path() / "missing", O_RDONLY) == -1);
-    CHECK(errno == ENOENT);
-    errno = 0;
-    CHECK(ex::open_file(dir.path() / "nodir" / "x", O_RDONLY) == -1);
-    CHECK(errno == ENOENT);
-    errno = 0;
-    CHECK(ex::open_file(dir.path() / "a" / "x", O_RDONLY) == -1);
-    CHECK(errno == ENOTDIR);
-    // The descriptor refers to the file, not the directory, even for a relative path.
-    CHECK(read_all(ex::open_file("/proc/self/../self/stat", O_RDONLY)).size() > 0);
-  }
-  // Descriptors opened by a scope are closed when it ends.
-  const auto fds = [] {
-    return std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
-                         std::filesystem::directory_iterator());
-  };
-  const auto before = fds();
+  const auto plain = dir.path() / "plain";
+  neco::testing::write_file(plain, "one");
+  ex::FileCache cache;
   {
-    const ex::DirCacheScope scope;
-    ::close(ex::open_file(dir.path() / "a", O_RDONLY));
-    CHECK(fds() == before + 1);
+    const ex::FileCacheScope scope(cache);
+    const ex::FileCacheScope nested(cache);  // an inner scope changes nothing
+    REQUIRE(::prctl(PR_SET_NAME, "neco-cache-a") == 0);
+    CHECK(ex::read_file("/proc/thread-self/comm", 4096, false) == "neco-cache-a\n");
+    CHECK(ex::read_file(plain, 4096, false) == "one");
+    CHECK(cache.size() == 1);  // the procfs file only
+    // The same descriptor gives the current content, from its start.
+    REQUIRE(::prctl(PR_SET_NAME, "neco-cache-b") == 0);
+    CHECK(ex::read_file("/proc/thread-self/comm", 4096, false) == "neco-cache-b\n");
+    CHECK(ex::read_file("/proc/thread-self/comm", 4, true) == "neco");
+    neco::testing::write_file(plain, "two");
+    CHECK(ex::read_file(plain, 4096, false) == "two");
+    CHECK(ex::read_file(dir.path() / "missing", 4096, false).error() == ENOENT);
+    CHECK(ex::read_file(plain / "x", 4096, false).error() == ENOTDIR);
+    CHECK(cache.size() == 1);
   }
-  CHECK(fds() == before);
+  CHECK(cache.size() == 1);
+  {
+    // A run that no longer reads a file closes it at its end (a device that went away).
+    const ex::FileCacheScope scope(cache);
+    CHECK(ex::read_file("/proc/self/stat", 4096, false).has_value());
+    CHECK(cache.size() == 2);
+  }
+  CHECK(cache.size() == 1);
+  // Without a scope nothing is kept.
+  CHECK(ex::read_file("/proc/self/status", 1 << 20, false)->find("Name:") == 0);
+  CHECK(cache.size() == 1);
 }
