@@ -17,6 +17,7 @@
 
 #include "modules/exporter/collector.hpp"
 #include "modules/exporter/file_cache.hpp"
+#include "modules/exporter/text_parse.hpp"
 
 namespace neco::exporter {
 namespace {
@@ -27,18 +28,9 @@ using metrics::MetricType;
 // USER_HZ as seen by user space on Linux (sysconf(_SC_CLK_TCK) is 100 on every architecture).
 constexpr double kUserHz = 100.0;
 
+// The shared splitter (text_parse.hpp) under this file's older name.
 std::vector<std::string_view> fields_of(std::string_view line) {
-  std::vector<std::string_view> out;
-  std::size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && (line[i] == ' ' || line[i] == '\t'))
-      ++i;
-    const std::size_t begin = i;
-    while (i < line.size() && line[i] != ' ' && line[i] != '\t')
-      ++i;
-    if (i > begin) out.push_back(line.substr(begin, i - begin));
-  }
-  return out;
+  return text::fields(line);
 }
 
 template <class Fn>
@@ -52,8 +44,7 @@ void for_each_line(std::string_view text, Fn&& fn) {
 }
 
 bool to_double(std::string_view s, double& out) {
-  const auto r = std::from_chars(s.data(), s.data() + s.size(), out);
-  return r.ec == std::errc() && r.ptr == s.data() + s.size();
+  return text::parse_double(s, out);
 }
 
 std::string trim_newline(std::string s) {

@@ -109,10 +109,7 @@ class Target:
 
 def start_neco(binary, workdir):
     a = Agent(binary)
-    with open(a.role) as f:
-        role = f.read().replace("modules: {}\n", "modules:\n  exporter: {}\n")
-    with open(a.role, "w") as f:
-        f.write(role)
+    a.set_modules("modules:\n  exporter: {}\n")
     a.start()
     return a
 

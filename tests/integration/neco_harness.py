@@ -77,6 +77,16 @@ class Agent:
         self.proc = None
         self.log = None
 
+    def set_modules(self, section):
+        """Replaces the role file's empty `modules: {}` with `section` (YAML text that starts
+        with "modules:")."""
+        with open(self.role) as f:
+            role = f.read()
+        if "modules: {}\n" not in role:
+            raise ValueError("the role file has no empty modules section to replace")
+        with open(self.role, "w") as f:
+            f.write(role.replace("modules: {}\n", section))
+
     def write_role(self, log_level="info", extra="", admin_port=None):
         with open(self.role, "w") as f:
             f.write(role_text(self.state, admin_port or self.admin_port, self.metrics_port,

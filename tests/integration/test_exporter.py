@@ -83,10 +83,7 @@ class ExporterParity(unittest.TestCase):
         a = Agent(NECO)
         self.addCleanup(a.cleanup)
         section = ("modules:\n  exporter:\n    collectors: [" + ", ".join(COLLECTORS) + "]\n")
-        with open(a.role) as f:
-            role = f.read().replace("modules: {}\n", section)
-        with open(a.role, "w") as f:
-            f.write(role)
+        a.set_modules(section)
         a.start()
         return a.metrics + "/metrics"
 
@@ -250,10 +247,7 @@ class StuckMount(unittest.TestCase):
         self.addCleanup(a.cleanup)
         section = ("modules:\n  exporter:\n    collectors: [filesystem]\n"
                    "    filesystem:\n      mount_timeout: 500ms\n")
-        with open(a.role) as f:
-            role = f.read().replace("modules: {}\n", section)
-        with open(a.role, "w") as f:
-            f.write(role)
+        a.set_modules(section)
         a.start()
         url = a.metrics + "/metrics"
         series = f'{{device="necohang",fstype="fuse.necohang",mountpoint="{mnt}"}}'
@@ -301,11 +295,7 @@ class MountChanges(unittest.TestCase):
         self.addCleanup(os.rmdir, mnt)
         a = Agent(NECO)
         self.addCleanup(a.cleanup)
-        with open(a.role) as f:
-            role = f.read().replace("modules: {}\n",
-                                    "modules:\n  exporter:\n    collectors: [filesystem]\n")
-        with open(a.role, "w") as f:
-            f.write(role)
+        a.set_modules("modules:\n  exporter:\n    collectors: [filesystem]\n")
         a.start()
         url = a.metrics + "/metrics"
         series = f'node_filesystem_size_bytes{{device="necotmp",fstype="tmpfs",mountpoint="{mnt}"}}'

@@ -34,10 +34,7 @@ class PrometheusScrape(unittest.TestCase):
             self.skipTest("prometheus is not installed")
         self.agent = Agent(NECO)
         self.addCleanup(self.agent.cleanup)
-        with open(self.agent.role) as f:
-            role = f.read().replace("modules: {}\n", "modules:\n  exporter: {}\n")
-        with open(self.agent.role, "w") as f:
-            f.write(role)
+        self.agent.set_modules("modules:\n  exporter: {}\n")
         self.agent.start()
         self.target = f"127.0.0.1:{self.agent.metrics_port}"
         self.prom = self.start_prometheus()
