@@ -120,6 +120,7 @@ class DiskstatsCollector final : public Collector {
     if (!text) return std::unexpected(text.error());
 
     std::vector<MetricFamily> stats;  // kColumns' families, then the others
+    stats.reserve(kColumns.size());
     for (const auto& c : kColumns) {
       stats.push_back(MetricFamily{.name = c.name, .help = c.help, .type = c.type, .unit = c.unit});
     }

@@ -7,6 +7,8 @@
 #include <map>
 #include <set>
 
+#include <fmt/format.h>
+
 #include "modules/exporter/collector.hpp"
 #include "modules/exporter/sysfs_read.hpp"
 
@@ -195,7 +197,8 @@ void emit_sensor(HwmonFamilies& fams, const std::string& chip, const std::string
     const double v = *parsed;
     const auto gauge = MetricType::gauge;
     if (element == "fault" || element == "alarm") {
-      fams.add(name, "Hardware sensor " + element + " status (" + type + ")", gauge, "", v, labels);
+      fams.add(name, fmt::format("Hardware sensor {} status ({})", element, type), gauge, "", v,
+               labels);
     } else if (element == "beep") {
       fams.add(name + "_enabled", "Hardware monitor sensor has beeping enabled", gauge, "", v,
                labels);
@@ -234,7 +237,8 @@ void emit_sensor(HwmonFamilies& fams, const std::string& chip, const std::string
       fams.add(name + "_rpm", "Hardware monitor for fan revolutions per minute (" + element + ")",
                gauge, "rpm", v, labels);
     } else {
-      fams.add(name, "Hardware monitor " + type + " element " + element, gauge, "", v, labels);
+      fams.add(name, fmt::format("Hardware monitor {} element {}", type, element), gauge, "", v,
+               labels);
     }
   }
 }

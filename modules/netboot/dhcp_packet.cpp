@@ -121,8 +121,8 @@ struct LengthRule {
 
 constexpr LengthRule kLengthRules[] = {
     {opt::subnet_mask, "subnet mask", 4, 4, 1},
-    {opt::router, "router", 4, 255 * 4, 4},
-    {opt::dns_servers, "DNS servers", 4, 255 * 4, 4},
+    {opt::router, "router", 4, std::size_t{255} * 4, 4},
+    {opt::dns_servers, "DNS servers", 4, std::size_t{255} * 4, 4},
     {opt::requested_ip, "requested IP", 4, 4, 1},
     {opt::lease_time, "lease time", 4, 4, 1},
     {opt::server_id, "server identifier", 4, 4, 1},
