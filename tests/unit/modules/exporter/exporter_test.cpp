@@ -392,7 +392,7 @@ TEST_CASE("the registered module exports into the core registry", "[exporter][mo
 TEST_CASE("collect[] and exclude[] select collectors as node_exporter does", "[exporter]") {
   using neco::metrics::ScrapeRequest;
   const std::vector<std::string> enabled{"cpu", "loadavg", "meminfo"};
-  auto select = [&](ScrapeRequest r) { return ex::select_collectors(enabled, r); };
+  auto select = [&](const ScrapeRequest& r) { return ex::select_collectors(enabled, r); };
 
   CHECK(select({})->empty());  // no parameters: everything enabled
   CHECK(*select({{{"unrelated", "x"}}}) == std::vector<std::string>{});

@@ -19,7 +19,7 @@ namespace neco::exporter::testing {
 namespace ex = neco::exporter;
 using neco::metrics::MetricFamily;
 
-inline const std::filesystem::path kData = EXPORTER_TEST_DATA;
+inline const std::filesystem::path kData = EXPORTER_TEST_DATA;  // NOLINT(cert-err58-cpp): test data
 
 inline ex::Paths fixture_paths() {
   return {kData / "fixtures/proc", kData / "fixtures/sys", "/"};

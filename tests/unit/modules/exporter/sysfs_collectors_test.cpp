@@ -206,7 +206,7 @@ TEST_CASE("a missing sysfs class behaves as in node_exporter 1.5", "[exporter][s
 
 TEST_CASE("malformed sysfs attributes never crash a collector", "[exporter][sysfs]") {
   neco::testing::TempDir tmp;
-  const auto sys = tmp.path();
+  const auto& sys = tmp.path();
   SECTION("netclass: unparsable numbers read as 0, as procfs's ValueParser gives them") {
     const auto dev = sys / "class/net/eth9";
     std::filesystem::create_directories(dev);

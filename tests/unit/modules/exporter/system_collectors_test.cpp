@@ -253,7 +253,8 @@ TEST_CASE("os reads etc/os-release, else usr/lib/os-release", "[exporter][system
   CHECK(find_family(quoted, "node_os_version") == nullptr);
 
   for (const char* bad : {"NAME=\"unclosed\n", "just words\n", "=value\n", "1D=x\n",
-                          "NAME=a\x01"
+                          // A control character; split so "\x01b" is not one escape.
+                          "NAME=a\x01"  // NOLINT(bugprone-suspicious-missing-comma)
                           "b\n"}) {
     CAPTURE(bad);
     s.write("root/etc/os-release", bad);

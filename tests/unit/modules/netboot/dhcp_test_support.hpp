@@ -15,7 +15,7 @@ namespace neco::netboot::testing {
 
 using Bytes = std::vector<std::uint8_t>;
 
-inline const std::filesystem::path kData = NETBOOT_TEST_DATA;
+inline const std::filesystem::path kData = NETBOOT_TEST_DATA;  // NOLINT(cert-err58-cpp): test data
 
 struct Header {
   std::uint8_t op = 1;
