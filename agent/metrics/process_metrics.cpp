@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -54,6 +55,14 @@ bool parse_number(std::string_view text, T& out) {
 }
 
 Expected<std::uint64_t> count_open_fds() {
+  // Linux 6.2+ reports the number of open descriptors as the size of /proc/PID/fd: one stat
+  // instead of a directory walk whose every entry costs the kernel a dentry (the exporter keeps
+  // ~100 pseudo files open, which made the walk a tenth of a scrape). +1 for the descriptor a
+  // walk would have open, so the value is the same either way.
+  struct stat st {};
+  if (::stat("/proc/self/fd", &st) == 0 && st.st_size > 0) {
+    return static_cast<std::uint64_t>(st.st_size) + 1;
+  }
   DIR* dir = ::opendir("/proc/self/fd");
   if (dir == nullptr) {
     return fail(Errc::unavailable, fmt::format("opendir /proc/self/fd: {}", std::strerror(errno)));

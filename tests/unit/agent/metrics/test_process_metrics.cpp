@@ -1,4 +1,6 @@
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <iterator>
 
 #include <algorithm>
 #include <chrono>
@@ -56,6 +58,10 @@ TEST_CASE("the process collector reports this process") {
         3);  // stdin/out/err at least
   CHECK(find_family(families, "process_max_fds")->samples[0].value >=
         find_family(families, "process_open_fds")->samples[0].value);
+  // The same count a directory walk gives (it includes the walk's own descriptor).
+  const auto walked = std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                                    std::filesystem::directory_iterator());
+  CHECK(find_family(families, "process_open_fds")->samples[0].value == static_cast<double>(walked));
   CHECK(find_family(families, "process_resident_memory_bytes")->samples[0].value > 0);
   CHECK(find_family(families, "process_virtual_memory_bytes")->samples[0].value >=
         find_family(families, "process_resident_memory_bytes")->samples[0].value);
