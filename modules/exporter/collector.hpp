@@ -35,6 +35,7 @@ struct CollectorOptions {
   std::filesystem::path udev_data_directory;      // diskstats: udev database; empty = not read
   std::string netclass_ignored_devices = "^$";    // netclass: ECMAScript regex over device names
   bool netclass_ignore_invalid_speed = false;     // netclass: drop speed -1 (unknown) instead
+  bool netclass_sysfs_only = false;  // netclass: no rtnetlink dump (tests compare both ways)
   // filesystem: the statfs(2) to call; tests substitute one that blocks (empty = ::statfs).
   std::function<int(const char* path, struct ::statfs* buf)> statfs;
 };

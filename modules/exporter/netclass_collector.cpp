@@ -2,12 +2,17 @@
 // mode): one info series of the string attributes, one gauge or counter per numeric one. An
 // attribute the kernel refuses to give (EINVAL for the speed of a down link, EOPNOTSUPP, a
 // missing or unreadable file) is left out; any other read error fails the collector.
+#include <linux/if.h>
+
 #include <array>
 #include <cerrno>
+#include <map>
 #include <optional>
 #include <regex>
 
+#include "agent/log/log.hpp"
 #include "modules/exporter/collector.hpp"
+#include "modules/exporter/rtnetlink.hpp"
 #include "modules/exporter/sysfs_read.hpp"
 
 namespace neco::exporter {
@@ -15,6 +20,13 @@ namespace {
 
 using metrics::MetricFamily;
 using metrics::MetricType;
+using rtnetlink::LinkDumper;
+using rtnetlink::LinkInfo;
+
+const log::Logger& logger() {
+  static const log::Logger l("exporter");
+  return l;
+}
 
 // The numeric attributes node_exporter exports, in its order: file, metric suffix, type.
 struct NumericAttr {
@@ -61,6 +73,61 @@ std::int64_t attr_int(std::string_view value) {
   return sysfs::parse_int_any_base(value).value_or(0);
 }
 
+// The sysfs operstate names, by IF_OPER_* value.
+std::string_view operstate_name(std::uint8_t state) {
+  static constexpr std::array<std::string_view, 7> kNames{
+      "unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up"};
+  return state < kNames.size() ? kNames[state] : "unknown";
+}
+
+// Fills `iface` from `link`, plus the few attributes only sysfs has exactly (raw flags,
+// speed, duplex, dev_id, address and name assign types), read from `dir`.
+Expected<Iface> iface_from_link(const std::filesystem::path& dir, std::string name,
+                                const LinkInfo& link) {
+  Iface iface{.name = std::move(name)};
+  auto slot_of = [](std::string_view file) {
+    for (std::size_t i = 0; i < kNumeric.size(); ++i) {
+      if (kNumeric[i].file == file) return i;
+    }
+    return kNumeric.size();
+  };
+  // sysfs answers EINVAL for carrier and dormant while the device is down: leave them out.
+  const bool running = (link.flags & IFF_UP) != 0;
+  iface.numbers[slot_of("carrier")] = running ? link.carrier : std::nullopt;
+  iface.numbers[slot_of("dormant")] =
+      running ? std::optional<std::int64_t>((link.flags & IFF_DORMANT) != 0 ? 1 : 0) : std::nullopt;
+  iface.numbers[slot_of("carrier_changes")] = link.carrier_changes;
+  iface.numbers[slot_of("carrier_up_count")] = link.carrier_up;
+  iface.numbers[slot_of("carrier_down_count")] = link.carrier_down;
+  iface.numbers[slot_of("ifindex")] = link.ifindex;
+  iface.numbers[slot_of("iflink")] = link.iflink.value_or(link.ifindex);
+  iface.numbers[slot_of("link_mode")] = link.link_mode;
+  iface.numbers[slot_of("mtu")] = link.mtu;
+  iface.numbers[slot_of("netdev_group")] = link.group;
+  iface.numbers[slot_of("tx_queue_len")] = link.txqlen;
+  iface.numbers[kTypeSlot] = link.type;
+  iface.strings = {link.address, link.broadcast, "", link.ifalias};
+  iface.operstate = link.operstate ? std::string(operstate_name(*link.operstate)) : "unknown";
+
+  for (std::string_view file :
+       {"addr_assign_type", "dev_id", "flags", "name_assign_type", "speed", "duplex"}) {
+    auto raw = sysfs::read_attr(dir / file);
+    if (!raw) {
+      if (skippable(raw.error().error)) continue;
+      return fail(Errc::internal, raw.error().message(dir / file));
+    }
+    const std::string value(sysfs::trim_space(*raw));
+    if (file == "duplex") {
+      iface.strings[2] = value;
+    } else if (file == "speed") {
+      iface.numbers[kSpeedSlot] = attr_int(value);
+    } else {
+      iface.numbers[slot_of(file)] = attr_int(value);
+    }
+  }
+  return iface;
+}
+
 Expected<Iface> read_iface(const std::filesystem::path& dir, std::string name) {
   Iface iface{.name = std::move(name)};
   auto entries = sysfs::read_dir(dir);
@@ -100,7 +167,8 @@ Expected<Iface> read_iface(const std::filesystem::path& dir, std::string name) {
 class NetclassCollector final : public Collector {
  public:
   explicit NetclassCollector(const CollectorOptions& options)
-      : ignore_invalid_speed_(options.netclass_ignore_invalid_speed) {
+      : ignore_invalid_speed_(options.netclass_ignore_invalid_speed),
+        use_netlink_(!options.netclass_sysfs_only) {
     // The config refuses invalid patterns; one that slips through fails every collect().
     try {
       ignored_.emplace(options.netclass_ignored_devices);
@@ -123,11 +191,27 @@ class NetclassCollector final : public Collector {
           err == ENOENT || err == EACCES || err == EPERM ? Errc::unavailable : Errc::internal,
           devices.error().message(root));
     }
+    // Netlink describes the live host only; a sysfs tree elsewhere (fixtures, a host's /sys
+    // mounted in a container) is read file by file. A failed dump falls back the same way.
+    std::optional<std::map<std::string, LinkInfo>> links;
+    if (use_netlink_ && paths.sys == "/sys") {
+      if (auto dumped = dumper_.dump()) {
+        links = std::move(*dumped);
+      } else if (!netlink_failed_) {
+        netlink_failed_ = true;
+        logger().debug("netclass: reading sysfs only: {}", dumped.error().message);
+      }
+    }
     std::vector<Iface> ifaces;
     for (const auto& d : *devices) {
       if (d.regular) continue;  // bonding_masters and the like
       if (std::regex_search(d.name, *ignored_)) continue;
-      auto iface = read_iface(root / d.name, d.name);
+      const LinkInfo* link = nullptr;
+      if (links) {
+        if (auto it = links->find(d.name); it != links->end()) link = &it->second;
+      }
+      auto iface = link != nullptr ? iface_from_link(root / d.name, d.name, *link)
+                                   : read_iface(root / d.name, d.name);
       if (!iface) return std::unexpected(iface.error());
       ifaces.push_back(std::move(*iface));
     }
@@ -184,6 +268,9 @@ class NetclassCollector final : public Collector {
   std::optional<std::regex> ignored_;
   std::string regex_error_;
   bool ignore_invalid_speed_;
+  bool use_netlink_;
+  bool netlink_failed_ = false;  // logged once
+  LinkDumper dumper_;
 };
 
 }  // namespace

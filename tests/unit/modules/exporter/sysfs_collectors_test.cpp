@@ -2,13 +2,23 @@
 // with the links real sysfs has, compared with golden expositions that were checked against
 // node_exporter 1.5.0 run on the same tree; plus missing classes, malformed attributes and the
 // netclass options.
+#include <linux/if.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <map>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "agent/metrics/exposition.hpp"
 #include "modules/exporter/exporter.hpp"
+#include "modules/exporter/rtnetlink.hpp"
 #include "modules/exporter/sysfs_read.hpp"
 #include "tests/support/test_support.hpp"
 #include "tests/unit/modules/exporter/exporter_test_support.hpp"
@@ -83,6 +93,149 @@ TEST_CASE("netclass: values, skipped attributes and node_exporter's conversions"
   const auto* changes = neco::metrics::find_family(f, "node_network_carrier_changes_total");
   REQUIRE(changes != nullptr);
   CHECK(changes->type == neco::metrics::MetricType::counter);
+}
+
+TEST_CASE("netclass: the rtnetlink dump gives exactly what sysfs alone gives",
+          "[exporter][sysfs]") {
+  if (!std::filesystem::exists("/sys/class/net")) {
+    WARN("skipped: no /sys/class/net here");
+    return;
+  }
+  const ex::Paths live{"/proc", "/sys", "/"};
+  ex::CollectorOptions sysfs_only;
+  sysfs_only.netclass_sysfs_only = true;
+  // Counters may move between the two reads; compare a few times and accept one quiet pair.
+  bool equal = false;
+  std::string a;
+  std::string b;
+  for (int attempt = 0; attempt < 5 && !equal; ++attempt) {
+    a = render(run_collector("netclass", live));
+    b = render(run_collector("netclass", live, sysfs_only));
+    equal = a == b;
+  }
+  INFO("netlink:\n" << a << "\nsysfs:\n" << b);
+  CHECK(equal);
+  // The host's interfaces include a down one (carrier/dormant left out) on most machines;
+  // lo is always there.
+  CHECK(a.find("node_network_up{device=\"lo\"}") != std::string::npos);
+}
+
+namespace {
+
+// A netlink message buffer built by hand: header, ifinfomsg, then attributes.
+struct NlBuilder {
+  std::vector<std::uint8_t> bytes;
+  std::size_t start = 0;
+
+  void begin(std::uint16_t type, std::uint32_t seq, int ifindex, std::uint32_t flags) {
+    start = bytes.size();
+    nlmsghdr h{};
+    h.nlmsg_type = type;
+    h.nlmsg_seq = seq;
+    append(&h, sizeof h);
+    ifinfomsg ifi{};
+    ifi.ifi_index = ifindex;
+    ifi.ifi_type = 1;
+    ifi.ifi_flags = flags;
+    append(&ifi, sizeof ifi);
+  }
+  void attr(std::uint16_t type, const void* data, std::size_t len) {
+    rtattr a{};
+    a.rta_type = type;
+    a.rta_len = static_cast<std::uint16_t>(RTA_LENGTH(len));
+    append(&a, sizeof a);
+    append(data, len);
+    bytes.resize(start + NLMSG_ALIGN(bytes.size() - start));
+  }
+  void end() {
+    const auto len = static_cast<std::uint32_t>(bytes.size() - start);
+    std::memcpy(bytes.data() + start, &len, sizeof len);  // nlmsg_len is the first field
+  }
+  void append(const void* data, std::size_t len) {
+    const auto* p = static_cast<const std::uint8_t*>(data);
+    bytes.insert(bytes.end(), p, p + len);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("rtnetlink: link messages parse into sysfs terms; malformed ones are errors",
+          "[exporter][sysfs]") {
+  namespace rt = neco::exporter::rtnetlink;
+  NlBuilder b;
+  b.begin(RTM_NEWLINK, 7, 3, IFF_UP | IFF_DORMANT);
+  b.attr(IFLA_IFNAME, "eth7", 5);
+  const std::uint8_t mac[] = {0x02, 0xab, 0x00, 0x10, 0xff, 0x01};
+  b.attr(IFLA_ADDRESS, mac, sizeof mac);
+  const std::uint32_t mtu = 9000;
+  b.attr(IFLA_MTU, &mtu, sizeof mtu);
+  const std::uint8_t carrier = 1;
+  const std::uint8_t oper = 6;  // IF_OPER_UP
+  b.attr(IFLA_CARRIER, &carrier, 1);
+  b.attr(IFLA_OPERSTATE, &oper, 1);
+  b.end();
+  b.begin(RTM_NEWLINK, 6, 4, 0);  // another request's answer: ignored
+  b.attr(IFLA_IFNAME, "old0", 5);
+  b.end();
+  const std::size_t before_done = b.bytes.size();
+  b.begin(NLMSG_DONE, 7, 0, 0);
+  b.end();
+
+  std::map<std::string, rt::LinkInfo> links;
+  auto done = rt::parse_link_messages(b.bytes, 7, links);
+  REQUIRE(done.has_value());
+  CHECK(*done);
+  REQUIRE(links.size() == 1);
+  const auto& eth = links.at("eth7");
+  CHECK(eth.ifindex == 3);
+  CHECK(eth.address == "02:ab:00:10:ff:01");
+  CHECK(eth.mtu == 9000);
+  CHECK(eth.carrier == 1);
+  CHECK(eth.operstate == 6);
+  CHECK((eth.flags & IFF_DORMANT) != 0);
+  CHECK(rt::format_hw_address({}).empty());
+
+  // Without NLMSG_DONE the dump is not over yet.
+  links.clear();
+  auto partial = rt::parse_link_messages(std::span(b.bytes.data(), before_done), 7, links);
+  REQUIRE(partial.has_value());
+  CHECK_FALSE(*partial);
+
+  // A message longer than the buffer, an attribute longer than its message, and a message
+  // too short for its ifinfomsg are errors, never reads past the end.
+  auto broken = b.bytes;
+  std::uint32_t huge = 1u << 20;
+  std::memcpy(broken.data(), &huge, sizeof huge);
+  CHECK_FALSE(rt::parse_link_messages(broken, 7, links).has_value());
+  NlBuilder bad_attr;
+  bad_attr.begin(RTM_NEWLINK, 7, 1, 0);
+  bad_attr.attr(IFLA_IFNAME, "x", 2);
+  bad_attr.end();
+  const std::uint16_t too_long = 200;
+  std::memcpy(bad_attr.bytes.data() + sizeof(nlmsghdr) + sizeof(ifinfomsg), &too_long,
+              sizeof too_long);
+  CHECK_FALSE(rt::parse_link_messages(bad_attr.bytes, 7, links).has_value());
+  NlBuilder short_msg;
+  short_msg.begin(RTM_NEWLINK, 7, 1, 0);
+  short_msg.bytes.resize(sizeof(nlmsghdr) + 4);
+  short_msg.end();
+  CHECK_FALSE(rt::parse_link_messages(short_msg.bytes, 7, links).has_value());
+  // Every truncation of a good buffer is handled (error or "not done"), never a crash.
+  for (std::size_t n = 0; n < b.bytes.size(); ++n) {
+    std::map<std::string, rt::LinkInfo> some;
+    (void)rt::parse_link_messages(std::span(b.bytes.data(), n), 7, some);
+  }
+}
+
+TEST_CASE("rtnetlink: the live dump lists the loopback interface", "[exporter][sysfs]") {
+  neco::exporter::rtnetlink::LinkDumper dumper;
+  auto links = dumper.dump();
+  REQUIRE(links.has_value());
+  REQUIRE(links->contains("lo"));
+  CHECK(links->at("lo").ifindex == 1);
+  CHECK(links->at("lo").mtu.has_value());
+  // The socket is kept: a second dump works too.
+  CHECK(dumper.dump().has_value());
 }
 
 TEST_CASE("netclass options: ignored devices and invalid speeds", "[exporter][sysfs][config]") {
