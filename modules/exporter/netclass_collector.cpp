@@ -106,7 +106,10 @@ Expected<Iface> iface_from_link(const std::filesystem::path& dir, std::string na
   iface.numbers[slot_of("netdev_group")] = link.group;
   iface.numbers[slot_of("tx_queue_len")] = link.txqlen;
   iface.numbers[kTypeSlot] = link.type;
-  iface.strings = {link.address, link.broadcast, "", link.ifalias};
+  // The sysfs path reads 128 bytes of "alias\n" and trims them: do the same.
+  const std::string alias_file = link.ifalias + "\n";
+  iface.strings = {link.address, link.broadcast, "",
+                   std::string(sysfs::trim_space(std::string_view(alias_file).substr(0, 128)))};
   iface.operstate = link.operstate ? std::string(operstate_name(*link.operstate)) : "unknown";
 
   for (std::string_view file :
@@ -164,6 +167,18 @@ Expected<Iface> read_iface(const std::filesystem::path& dir, std::string name) {
   return iface;
 }
 
+// Whether the directories of /sys/class/net are exactly the dump's interfaces.
+bool same_devices(const std::vector<sysfs::DirEntry>& entries,
+                  const std::map<std::string, LinkInfo>& links) {
+  std::size_t dirs = 0;
+  for (const auto& e : entries) {
+    if (e.regular) continue;
+    ++dirs;
+    if (!links.contains(e.name)) return false;
+  }
+  return dirs == links.size();
+}
+
 class NetclassCollector final : public Collector {
  public:
   explicit NetclassCollector(const CollectorOptions& options)
@@ -195,11 +210,15 @@ class NetclassCollector final : public Collector {
     // mounted in a container) is read file by file. A failed dump falls back the same way.
     std::optional<std::map<std::string, LinkInfo>> links;
     if (use_netlink_ && paths.sys == "/sys") {
-      if (auto dumped = dumper_.dump()) {
+      auto dumped = dumper_.dump();
+      // /sys may show another network namespace than the agent's (a container with the
+      // host's /sys): then the names differ and sysfs alone is right.
+      if (dumped && same_devices(*devices, *dumped)) {
         links = std::move(*dumped);
       } else if (!netlink_failed_) {
         netlink_failed_ = true;
-        logger().debug("netclass: reading sysfs only: {}", dumped.error().message);
+        logger().debug("netclass: reading sysfs only: {}",
+                       dumped ? "its devices differ from the dump's" : dumped.error().message);
       }
     }
     std::vector<Iface> ifaces;

@@ -54,8 +54,9 @@ std::optional<std::pair<std::string, LinkInfo>> parse_link(std::span<const std::
       std::string_view v(reinterpret_cast<const char*>(payload.data()), payload.size());
       return std::string(v.substr(0, v.find('\0')));
     };
+    // sysfs prints these with "%d": a value of 2^31 or more reads back negative there.
     auto as_int = [&]() -> std::optional<std::int64_t> {
-      if (auto v = rta_u32(payload)) return static_cast<std::int64_t>(*v);
+      if (auto v = rta_u32(payload)) return static_cast<std::int32_t>(*v);
       return std::nullopt;
     };
     switch (rta.rta_type) {

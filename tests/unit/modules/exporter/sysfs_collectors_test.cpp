@@ -115,6 +115,17 @@ TEST_CASE("netclass: the rtnetlink dump gives exactly what sysfs alone gives",
   }
   INFO("netlink:\n" << a << "\nsysfs:\n" << b);
   CHECK(equal);
+  // The netlink path was really taken: it is used when the dump lists exactly the devices
+  // of /sys/class/net, as on this host.
+  auto dumped = neco::exporter::rtnetlink::LinkDumper().dump();
+  REQUIRE(dumped.has_value());
+  std::size_t dirs = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/sys/class/net")) {
+    if (e.is_regular_file()) continue;
+    ++dirs;
+    CHECK(dumped->contains(e.path().filename().string()));
+  }
+  CHECK(dirs == dumped->size());
   // The host's interfaces include a down one (carrier/dormant left out) on most machines;
   // lo is always there.
   CHECK(a.find("node_network_up{device=\"lo\"}") != std::string::npos);
