@@ -45,6 +45,7 @@ void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out,
   using Clock = std::chrono::steady_clock;
   struct Run {
     std::string_view name;
+    Entry* entry;
     std::shared_ptr<Slot> slot;  // null: not started (a previous run is still going)
   };
   std::vector<Run> runs;
@@ -54,11 +55,11 @@ void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out,
     if (!only.empty() && std::find(only.begin(), only.end(), name) == only.end()) continue;
     if (entry->busy.exchange(true)) {
       logger().warning("Collector \"{}\" is still running from an earlier scrape", name);
-      runs.push_back({name, nullptr});
+      runs.push_back({name, entry.get(), nullptr});
       continue;
     }
     auto slot = std::make_shared<Slot>();
-    runs.push_back({name, slot});
+    runs.push_back({name, entry.get(), slot});
     tasks.emplace_back([entry, slot, paths = paths_] {
       const auto t0 = Clock::now();
       Expected<void> result;
@@ -119,9 +120,7 @@ void ScrapeRunner::scrape(std::vector<metrics::MetricFamily>& out,
         case LanePool::Outcome::not_run:
           // No lane left (every one is stuck in a collector): it was never started.
           logger().warning("Collector \"{}\" not run: no free lane", run.name);
-          for (const auto& entry : entries_) {
-            if (entry->collector->name() == run.name) entry->busy.store(false);
-          }
+          run.entry->busy.store(false);
           break;
       }
     }
