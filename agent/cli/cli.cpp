@@ -15,6 +15,7 @@
 #include "agent/log/log.hpp"
 #include "agent/module/registry.hpp"
 #include "agent/runtime/agent.hpp"
+#include "agent/runtime/code_residency.hpp"
 #include "agent/runtime/loader.hpp"
 
 namespace neco::cli {
@@ -116,7 +117,16 @@ int cmd_agent(const std::vector<std::string>& args) {
              desc, nullptr, args, vm, code)) {
     return code;
   }
+  // First, while this is the only thread: see code_residency.hpp.
+  const auto residency = map_code_on_demand();
   log::init_from_environment();
+  if (residency.applied) {
+    log::Logger("agent").debug(
+        "code mapped on demand: {} KiB of read-only mappings, {} KiB released",
+        residency.registered_bytes / 1024, residency.dropped_bytes / 1024);
+  } else {
+    log::Logger("agent").debug("code mapped by the kernel's defaults: {}", residency.detail);
+  }
   auto loaded = load_config(vm["role"].as<std::string>());
   if (!loaded) {
     std::fprintf(stderr, "%s\n", loaded.error().message.c_str());

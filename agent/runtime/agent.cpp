@@ -29,6 +29,7 @@
 #include "agent/metrics/registry.hpp"
 #include "agent/module/context.hpp"
 #include "agent/module/registry.hpp"
+#include "agent/runtime/code_residency.hpp"
 #include "agent/runtime/sd_notify.hpp"
 #include "agent/runtime/state_lock.hpp"
 #include "agent/runtime/worker_pool.hpp"
@@ -104,6 +105,7 @@ struct Agent::Impl {
   std::unique_ptr<http::Server> metrics_server;
   SystemdNotifier notifier = SystemdNotifier::from_environment();
   asio::steady_timer watchdog{io};
+  asio::steady_timer code_release{io};
   asio::signal_set signals{io};
   Clock::time_point started_at = Clock::now();
   std::chrono::system_clock::time_point started_wall = std::chrono::system_clock::now();
@@ -718,6 +720,12 @@ struct Agent::Impl {
       wait_signals();
     }
     arm_watchdog();
+    // Startup code (role parsing, CA creation, schema setup) is not run again: once the agent
+    // has settled, unmap it so only the code it keeps running stays resident.
+    code_release.expires_after(std::chrono::seconds(10));
+    code_release.async_wait([](boost::system::error_code ec) {
+      if (!ec) release_code_pages();
+    });
     notifier.notify(fmt::format("READY=1\nSTATUS=serving on {}:{}", a.address, owner.admin_port()));
     owner.ready_ = true;
     logger().info("neco {} running as '{}' ({}), admin on {}:{}", NECO_VERSION, role.core.node.name,
@@ -761,6 +769,7 @@ struct Agent::Impl {
     notifier.notify("STOPPING=1");
     signals.cancel();
     watchdog.cancel();
+    code_release.cancel();
     asio::co_spawn(
         io, [this]() -> asio::awaitable<void> { co_await shutdown(); }, asio::detached);
   }

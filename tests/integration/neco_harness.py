@@ -40,7 +40,10 @@ def http(method, url, body=None, headers=None, timeout=5.0):
         return e.code, e.headers, e.read()
 
 
-def role_text(state_dir, admin_port, metrics_port, log_level="info", extra=""):
+def role_text(state_dir, admin_port, metrics_port, log_level="info", extra="", cluster_port=None):
+    # A free cluster API port: tests run in parallel, and on the default 9443 all but one
+    # controller would fail to listen (and retry with a new certificate every few seconds).
+    cluster = f"cluster:\n  api:\n    port: {cluster_port}\n" if cluster_port else ""
     return f"""node:
   name: itest-node
 controller: true
@@ -55,7 +58,7 @@ admin:
 metrics:
   port: {metrics_port}
 modules: {{}}
-{extra}"""
+{cluster}{extra}"""
 
 
 class Agent:
@@ -67,6 +70,7 @@ class Agent:
         self.state = os.path.join(self.dir, "state")
         self.admin_port = free_port()
         self.metrics_port = free_port()
+        self.cluster_port = free_port()
         self.role = os.path.join(self.dir, "role.yaml")
         self.write_role(log_level=log_level)
         self.log_path = os.path.join(self.dir, "agent.log")
@@ -90,7 +94,7 @@ class Agent:
     def write_role(self, log_level="info", extra="", admin_port=None):
         with open(self.role, "w") as f:
             f.write(role_text(self.state, admin_port or self.admin_port, self.metrics_port,
-                              log_level, extra))
+                              log_level, extra, self.cluster_port))
 
     @property
     def admin(self):

@@ -8,9 +8,41 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from neco_harness import free_port, http, wait_for  # noqa: E402
+
+
+def text_mapping(pid, binary):
+    """Size, Rss (KiB) and VmFlags of the executable's r-xp mapping, from /proc/PID/smaps."""
+    with open(f"/proc/{pid}/smaps") as f:
+        blocks = re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", f.read())
+    real = os.path.realpath(binary)
+    for b in blocks:
+        head = b.split("\n", 1)[0].split()
+        if len(head) >= 6 and head[1] == "r-xp" and os.path.realpath(head[5]) == real:
+            fields = dict(re.findall(r"^(\w+):\s+(.*?)(?: kB)?$", b, re.M))
+            return int(fields["Size"]), int(fields["Rss"]), fields["VmFlags"].split()
+    raise AssertionError("no r-xp mapping of the binary in smaps")
+
+
+def check_code_residency(pid, admin, metrics):
+    """agent/runtime/code_residency: the code is mapped page by page (VmFlags `uw`), and 10 s
+    after READY the startup-only pages are released, so the resident part of .text is what
+    the agent keeps running: here well under a third of it."""
+    size, rss, flags = text_mapping(pid, f"/proc/{pid}/exe")
+    if "uw" not in flags:
+        print(f"static smoke: code residency not applied (kernel without asynchronous "
+              f"userfaultfd write-protect, Linux < 6.7): text {rss} of {size} KiB resident")
+        return
+    time.sleep(11)
+    for _ in range(20):
+        assert http("GET", f"http://127.0.0.1:{metrics}/metrics")[0] == 200
+        assert http("GET", f"http://127.0.0.1:{admin}/status")[0] == 200
+    size, rss, flags = text_mapping(pid, f"/proc/{pid}/exe")
+    assert rss * 3 < size, f"text {rss} of {size} KiB resident after the release"
+    print(f"static smoke: text {rss} of {size} KiB resident")
 
 
 def main(binary):
@@ -34,6 +66,7 @@ def main(binary):
         assert status == 200 and b'"node":"single-node"' in body, body
         status, _, body = http("GET", f"http://127.0.0.1:{metrics}/metrics")
         assert status == 200 and b"process_resident_memory_bytes" in body
+        check_code_residency(proc.pid, admin, metrics)
         promtool = shutil.which("promtool")
         if promtool:
             r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)

@@ -47,10 +47,10 @@ class ConfigCheck(AgentCase):
         self.assertFalse(os.path.exists(a.state), "nothing may be created for a bad file")
 
     def test_unknown_key(self):
-        self.check_error("lgo_level: debug\n", "15:1", "unknown key 'lgo_level'")
+        self.check_error("lgo_level: debug\n", "18:1", "unknown key 'lgo_level'")
 
     def test_wrong_type(self):
-        self.check_error("workers: many\n", "15:10", "workers: expected an integer")
+        self.check_error("workers: many\n", "18:10", "workers: expected an integer")
 
     def test_bad_port(self):
         a = self.agent()
@@ -207,7 +207,7 @@ class ProcessLife(AgentCase):
         # A broken file: the agent keeps running the last good config and says why, precisely.
         a.write_role(log_level="warning", extra="bogus_key: 1\n")
         a.signal(signal.SIGHUP)
-        self.assertTrue(wait_for(lambda: f"{a.role}:15:1: unknown key 'bogus_key'" in a.output()))
+        self.assertTrue(wait_for(lambda: f"{a.role}:18:1: unknown key 'bogus_key'" in a.output()))
         self.assertEqual(a.get_json("/config")[1]["config"]["log_level"], "debug")
         self.assertEqual(a.get("/healthz")[0], 200)
         _, _, body = a.get("/metrics", base=a.metrics)
