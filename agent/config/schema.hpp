@@ -99,6 +99,11 @@ class Schema {
   Schema& section(const std::string& key, S T::*m, const Schema<S>& schema, const std::string& doc,
                   bool required = false);
 
+  // Declares a list of mappings, each parsed by `schema` (paths read "key[0].field").
+  template <class S>
+  Schema& list(const std::string& key, std::vector<S> T::*m, const Schema<S>& schema,
+               const std::string& doc, bool required = false);
+
   // Declares a key that is valid here but parsed by someone else (for example `modules`).
   Schema& external(const std::string& key, const std::string& doc);
 
@@ -223,6 +228,46 @@ Schema<T>& Schema<T>::section(const std::string& key, S T::*m, const Schema<S>& 
   e.document = [m, shared, key](std::string_view prefix, const T& defaults,
                                 std::vector<FieldDoc>& out) {
     shared->document(join_path(prefix, key), defaults.*m, out);
+  };
+  e.key = key;
+  e.doc = doc;
+  entries_.push_back(std::move(e));
+  return *this;
+}
+
+template <class T>
+template <class S>
+Schema<T>& Schema<T>::list(const std::string& key, std::vector<S> T::*m, const Schema<S>& schema,
+                           const std::string& doc, bool required) {
+  auto shared = std::make_shared<Schema<S>>(schema);
+  Entry e;
+  e.required = required;
+  e.parse = [m, shared](const YAML::Node& node, std::string_view path, T& out, Diagnostics& diag) {
+    if (node.IsNull()) {
+      (out.*m).clear();
+      return;
+    }
+    if (!node.IsSequence()) {
+      diag.error(node.Mark(),
+                 std::string(path) + ": expected a list, got " + std::string(describe_kind(node)));
+      return;
+    }
+    std::vector<S> items;
+    for (std::size_t i = 0; i < node.size(); ++i) {
+      S item{};
+      shared->parse(node[i], std::string(path) + "[" + std::to_string(i) + "]", item, diag);
+      items.push_back(std::move(item));
+    }
+    out.*m = std::move(items);
+  };
+  e.dump = [m, shared](const T& v) {
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto& item : v.*m)
+      a.push_back(shared->dump(item));
+    return a;
+  };
+  e.document = [shared, key](std::string_view prefix, const T&, std::vector<FieldDoc>& out) {
+    shared->document(join_path(prefix, key) + "[]", S{}, out);
   };
   e.key = key;
   e.doc = doc;

@@ -17,8 +17,9 @@ namespace metrics {
 class Registry;
 }
 namespace store {
+class Election;
 class Store;
-}
+}  // namespace store
 
 // Adds a module's routes under /v1/<module>/ so modules cannot shadow core or other routes.
 class ModuleRoutes {
@@ -51,6 +52,9 @@ class ModuleContext {
   virtual metrics::Registry& metrics() = 0;
   // The store on controllers; nullptr on plain nodes (they use the cluster API instead).
   virtual store::Store* store() = 0;
+  // The leader election on controllers (fenced writes: store::Election::fenced_txn); nullptr
+  // on plain nodes.
+  virtual store::Election* election() { return nullptr; }
   // The core section of the role file (node identity, controller flag, ...).
   virtual const config::CoreConfig& core() const = 0;
   // <state_dir>/<module>, created with mode 0700 before start.

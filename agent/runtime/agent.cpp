@@ -141,6 +141,7 @@ struct Agent::Impl {
     WorkerPool& workers() override { return *impl.pool; }
     metrics::Registry& metrics() override { return impl.registry; }
     store::Store* store() override { return impl.store_.get(); }
+    store::Election* election() override { return impl.leader.get(); }
     const config::CoreConfig& core() const override { return impl.role.core; }
     std::filesystem::path state_dir() const override { return dir; }
   };

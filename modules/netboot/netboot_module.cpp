@@ -1,0 +1,199 @@
+#include "modules/netboot/netboot_module.hpp"
+
+#include <fmt/format.h>
+
+#include "agent/http/request.hpp"
+#include "agent/http/response.hpp"
+#include "agent/module/context.hpp"
+#include "agent/module/registry.hpp"
+#include "agent/store/election.hpp"
+#include "modules/netboot/dhcp_server.hpp"
+
+namespace neco::netboot {
+
+namespace {
+
+std::string check_ipv4_list(const std::vector<std::string>& list) {
+  for (const auto& a : list) {
+    if (!parse_ipv4(a)) return fmt::format("\"{}\" is not an IPv4 address", a);
+  }
+  return {};
+}
+
+std::vector<Ipv4> ipv4_list(const std::vector<std::string>& list) {
+  std::vector<Ipv4> out;
+  out.reserve(list.size());
+  for (const auto& a : list)
+    out.push_back(*parse_ipv4(a));
+  return out;
+}
+
+std::uint32_t seconds(config::Duration d) {
+  return static_cast<std::uint32_t>(std::chrono::duration_cast<std::chrono::seconds>(d).count());
+}
+
+}  // namespace
+
+const config::Schema<NetbootConfig>& netboot_schema() {
+  static const auto schema = [] {
+    config::Schema<SubnetSection> sub;
+    sub.field("subnet", &SubnetSection::subnet, "network in CIDR form, e.g. 10.69.0.0/26",
+              {.required = true});
+    sub.field("range", &SubnetSection::range, "dynamic range FIRST-LAST handed to booting machines",
+              {.required = true});
+    sub.field("routers", &SubnetSection::routers, "option 3", {.check = check_ipv4_list});
+    sub.field("dns_servers", &SubnetSection::dns_servers, "option 6", {.check = check_ipv4_list});
+    sub.field("domain", &SubnetSection::domain, "option 15");
+    config::Schema<DhcpSection> dhcp;
+    dhcp.field("enabled", &DhcpSection::enabled, "run the DHCP server (leader only answers)");
+    dhcp.field("address", &DhcpSection::address, "IPv4 address to bind",
+               {.check = [](const std::string& a) {
+                 return parse_ipv4(a) ? std::string() : "not an IPv4 address";
+               }});
+    dhcp.field("port", &DhcpSection::port, "UDP port (67; relays send there too)",
+               {.min = 0, .max = 65535});
+    dhcp.field("interface", &DhcpSection::interface, "bind to this interface only (empty: all)");
+    dhcp.field("lease_time", &DhcpSection::lease_time, "lease length (T1 = 1/2, T2 = 7/8)",
+               {.min = std::chrono::seconds(60)});
+    dhcp.field("offer_time", &DhcpSection::offer_time, "how long an offer holds its address",
+               {.min = std::chrono::seconds(1)});
+    dhcp.field("decline_time", &DhcpSection::decline_time,
+               "how long a declined (in use elsewhere) address rests",
+               {.min = std::chrono::seconds(1)});
+    dhcp.list("subnets", &DhcpSection::subnets, sub,
+              "subnets with a dynamic range (directly attached, or behind relays by giaddr)");
+    config::Schema<BootConfig> boot;
+    boot.field("ipxe_script_url", &BootConfig::ipxe_script_url,
+               "script URL for clients already running iPXE");
+    boot.field("tftp_bios", &BootConfig::tftp_bios, "TFTP file for BIOS PXE");
+    boot.field("tftp_efi_x64", &BootConfig::tftp_efi_x64, "TFTP file for x64 UEFI PXE");
+    boot.field("tftp_efi_arm64", &BootConfig::tftp_efi_arm64, "TFTP file for arm64 UEFI PXE");
+    boot.field("http_efi_x64_url", &BootConfig::http_efi_x64_url, "URL for x64 UEFI HTTP boot");
+    boot.field("http_efi_arm64_url", &BootConfig::http_efi_arm64_url,
+               "URL for arm64 UEFI HTTP boot");
+    boot.field("http_efi_ia32_url", &BootConfig::http_efi_ia32_url,
+               "URL for 32-bit x86 UEFI HTTP boot");
+    config::Schema<NetbootConfig> s;
+    s.section("dhcp", &NetbootConfig::dhcp, dhcp, "DHCPv4 server");
+    s.section("boot", &NetbootConfig::boot, boot, "what booting clients are told to load");
+    return s;
+  }();
+  return schema;
+}
+
+Expected<EngineConfig> engine_config(const NetbootConfig& config, const std::string& path) {
+  EngineConfig e;
+  e.lease_seconds = seconds(config.dhcp.lease_time);
+  e.offer_seconds = seconds(config.dhcp.offer_time);
+  e.decline_seconds = seconds(config.dhcp.decline_time);
+  e.boot = config.boot;
+  for (std::size_t i = 0; i < config.dhcp.subnets.size(); ++i) {
+    const auto& s = config.dhcp.subnets[i];
+    const std::string at = fmt::format("{}.dhcp.subnets[{}]", path, i);
+    auto subnet = make_subnet(s.subnet, s.range);
+    if (!subnet) return fail(Errc::invalid_argument, at + ": " + subnet.error().message);
+    for (const auto& other : e.subnets) {
+      if (other.contains(subnet->network) || subnet->contains(other.network)) {
+        return fail(Errc::invalid_argument,
+                    fmt::format("{}: {} overlaps {}", at, subnet->name, other.name));
+      }
+    }
+    subnet->routers = ipv4_list(s.routers);
+    subnet->dns_servers = ipv4_list(s.dns_servers);
+    subnet->domain = s.domain;
+    e.subnets.push_back(std::move(*subnet));
+  }
+  return e;
+}
+
+NetbootModule::NetbootModule() = default;
+NetbootModule::~NetbootModule() {
+  stop();
+}
+
+Expected<void> NetbootModule::configure(const config::Section& section) {
+  NetbootConfig c;
+  if (auto ok = section.read(netboot_schema(), c); !ok) return ok;
+  auto e = engine_config(c, section.path());
+  if (!e) return std::unexpected(e.error());
+  if (c.dhcp.enabled && e->subnets.empty()) {
+    return fail(
+        Errc::invalid_argument,
+        section.path() + ".dhcp.subnets: at least one subnet is needed (or enabled: false)");
+  }
+  pending_ = std::move(c);
+  pending_engine_ = std::move(*e);
+  return {};
+}
+
+void NetbootModule::add_routes(ModuleRoutes& routes) {
+  (void)routes.add("leases", "DHCP leases of this controller's table (the leader's is current)",
+                   [this](http::Request&) -> boost::asio::awaitable<http::Response> {
+                     nlohmann::json list = nlohmann::json::array();
+                     if (dhcp_) {
+                       for (const auto& l : dhcp_->leases()) {
+                         list.push_back({{"address", to_string(to_ipv4(l.address))},
+                                         {"hw", l.hw},
+                                         {"hostname", l.hostname},
+                                         {"state", to_string(l.state)},
+                                         {"expires", l.expires}});
+                       }
+                     }
+                     co_return http::Response::json(
+                         {{"answering", dhcp_ && dhcp_->answering()}, {"leases", list}});
+                   });
+}
+
+Expected<void> NetbootModule::start(ModuleContext& context) {
+  live_ = pending_;
+  problem_.clear();
+  if (live_.dhcp.enabled) {
+    if (context.store() == nullptr) {
+      return fail(Errc::failed_precondition,
+                  "netboot's DHCP server runs on controllers (it keeps leases in the store); "
+                  "set controller: true or dhcp.enabled: false");
+    }
+    DhcpServerOptions o;
+    o.address = live_.dhcp.address;
+    o.port = static_cast<std::uint16_t>(live_.dhcp.port);
+    o.interface = live_.dhcp.interface;
+    dhcp_ = std::make_unique<DhcpServer>(pending_engine_, o, *context.store(), context.election(),
+                                         context.metrics());
+    if (auto ok = dhcp_->start(); !ok) {
+      dhcp_.reset();
+      return ok;
+    }
+    if (auto* el = context.election(); el != nullptr && el->current().is_leader) {
+      dhcp_->on_leader(el->current().term);
+    }
+  }
+  running_ = true;
+  return {};
+}
+
+void NetbootModule::on_leader(std::int64_t term) {
+  if (dhcp_) dhcp_->on_leader(term);
+}
+
+void NetbootModule::on_follower() {
+  if (dhcp_) dhcp_->on_follower();
+}
+
+void NetbootModule::stop() {
+  if (dhcp_) dhcp_->stop();
+  dhcp_.reset();
+  running_ = false;
+}
+
+Health NetbootModule::health() const {
+  if (!running_) return {HealthState::stopped, ""};
+  return {HealthState::healthy, ""};
+}
+
+nlohmann::json NetbootModule::effective_config() const {
+  return netboot_schema().dump(live_);
+}
+
+}  // namespace neco::netboot
+
+NECO_REGISTER_MODULE(netboot, neco::netboot::NetbootModule);

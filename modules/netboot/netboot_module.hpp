@@ -1,0 +1,71 @@
+// The netboot module: on the controllers, the DHCP server for the machines that boot from the
+// network (only the leader answers), with its leases in the store. See netboot.md.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/config/schema.hpp"
+#include "agent/module/module.hpp"
+#include "modules/netboot/dhcp_engine.hpp"
+
+namespace neco::netboot {
+
+class DhcpServer;
+
+struct SubnetSection {
+  std::string subnet;  // "10.69.0.0/26"
+  std::string range;   // "10.69.0.10-10.69.0.50"
+  std::vector<std::string> routers;
+  std::vector<std::string> dns_servers;
+  std::string domain;
+};
+
+struct DhcpSection {
+  bool enabled = true;
+  std::string address = "0.0.0.0";
+  std::int64_t port = 67;
+  std::string interface;
+  config::Duration lease_time = std::chrono::hours(1);
+  config::Duration offer_time = std::chrono::seconds(30);
+  config::Duration decline_time = std::chrono::minutes(10);
+  std::vector<SubnetSection> subnets;
+};
+
+struct NetbootConfig {
+  DhcpSection dhcp;
+  BootConfig boot;
+};
+
+const config::Schema<NetbootConfig>& netboot_schema();
+
+// The engine config a section describes, or invalid_argument naming the field
+// ("modules.netboot.dhcp.subnets[1].range: ...", overlapping subnets, bad addresses).
+Expected<EngineConfig> engine_config(const NetbootConfig& config, const std::string& path);
+
+class NetbootModule final : public Module {
+ public:
+  NetbootModule();
+  ~NetbootModule() override;
+
+  std::string_view name() const override { return "netboot"; }
+  Expected<void> configure(const config::Section& section) override;
+  void add_routes(ModuleRoutes& routes) override;
+  Expected<void> start(ModuleContext& context) override;
+  void on_leader(std::int64_t term) override;
+  void on_follower() override;
+  void stop() override;
+  Health health() const override;
+  nlohmann::json effective_config() const override;
+
+ private:
+  NetbootConfig pending_;
+  EngineConfig pending_engine_;
+  NetbootConfig live_;
+  std::unique_ptr<DhcpServer> dhcp_;
+  std::string problem_;
+  bool running_ = false;
+};
+
+}  // namespace neco::netboot

@@ -1,0 +1,288 @@
+"""The netboot module's DHCP server against real clients, in network namespaces this test
+creates (and removes): the agent runs in a "server" namespace with a veth link to a "client"
+namespace, and a third namespace routes through Debian's isc-dhcp-relay to a second subnet.
+
+Clients: busybox udhcpc (vendor classes PXEClient/HTTPClient, option 93, the iPXE user class)
+and ISC dhclient (init, release, init-reboot). Needs root and `ip netns`; skips otherwise.
+
+Usage: test_netboot.py PATH_TO_NECO"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from neco_harness import Agent, free_port, wait_for  # noqa: E402
+
+NECO = None
+TAG = f"nb{os.getpid() % 100000}"
+SRV, CLI, RLY, CL2 = (f"{TAG}s", f"{TAG}c", f"{TAG}r", f"{TAG}d")
+SCRIPT_URL = "http://10.69.0.1/v1/netboot/ipxe/${serial}"
+
+
+def sh(*args, ns=None, check=True, timeout=30, **kw):
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {r.returncode}\n{r.stdout}{r.stderr}")
+    return r
+
+
+def can_run():
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    if shutil.which("ip") is None or shutil.which("busybox") is None:
+        return "needs iproute2 and busybox"
+    r = subprocess.run(["ip", "netns", "add", f"{TAG}probe"], capture_output=True)
+    if r.returncode != 0:
+        return f"cannot create network namespaces: {r.stderr.decode().strip()}"
+    subprocess.run(["ip", "netns", "del", f"{TAG}probe"], capture_output=True)
+    return None
+
+
+def make_lab():
+    """server 10.69.0.1/24 <-veth-> client; server <-veth 10.69.0.2-> relay 10.70.0.1/24 <-veth->
+    client2. The server routes 10.70.0.0/24 back through the relay."""
+    for ns in (SRV, CLI, RLY, CL2):
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "set", "lo", "up", ns=ns)
+    sh("ip", "link", "add", "s0", "netns", SRV, "type", "veth", "peer", "name", "c0", "netns", CLI)
+    sh("ip", "link", "add", "s1", "netns", SRV, "type", "veth", "peer", "name", "r0", "netns", RLY)
+    sh("ip", "link", "add", "r1", "netns", RLY, "type", "veth", "peer", "name", "d0", "netns", CL2)
+    sh("ip", "addr", "add", "10.69.0.1/24", "dev", "s0", ns=SRV)
+    sh("ip", "addr", "add", "10.68.0.1/24", "dev", "s1", ns=SRV)
+    sh("ip", "addr", "add", "10.68.0.2/24", "dev", "r0", ns=RLY)
+    sh("ip", "addr", "add", "10.70.0.1/24", "dev", "r1", ns=RLY)
+    for ns, dev in ((SRV, "s0"), (SRV, "s1"), (CLI, "c0"), (RLY, "r0"), (RLY, "r1"), (CL2, "d0")):
+        sh("ip", "link", "set", dev, "up", ns=ns)
+    sh("ip", "route", "add", "10.70.0.0/24", "via", "10.68.0.2", ns=SRV)
+    sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", ns=RLY)
+
+
+def remove_lab():
+    for ns in (SRV, CLI, RLY, CL2):
+        subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                              text=True).stdout.split()
+        for p in pids:
+            subprocess.run(["kill", "-9", p], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+UDHCPC_SCRIPT = """#!/bin/sh
+# Records what udhcpc was told, one KEY=VALUE per line, for the bound/renew events.
+case "$1" in
+  bound|renew) env | grep -E '^(ip|subnet|router|siaddr|serverid|boot_file|bootfile|lease|mask)=' > "$OUT" ;;
+esac
+exit 0
+"""
+
+DHCLIENT_SCRIPT = """#!/bin/sh
+# Appends "reason new_ip_address filename" for each dhclient event, and configures the
+# interface as dhclient-script would (the RELEASE goes out from the bound address).
+echo "$reason $new_ip_address $new_filename" >> "@OUT@"
+case "$reason" in
+  BOUND|RENEW|REBIND|REBOOT) ip addr flush dev "$interface"; ip addr add "$new_ip_address/24" dev "$interface" ;;
+  RELEASE|EXPIRE|FAIL|STOP) ip addr flush dev "$interface" ;;
+esac
+exit 0
+"""
+
+
+class Netboot(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        why = can_run()
+        if why:
+            raise unittest.SkipTest(why)
+        remove_lab()
+        make_lab()
+        cls.tmp = tempfile.mkdtemp(prefix="neco-netboot-")
+        wrapper = os.path.join(cls.tmp, "neco-in-ns")
+        with open(wrapper, "w") as f:
+            f.write(f"#!/bin/sh\nexec ip netns exec {SRV} {os.path.abspath(NECO)} \"$@\"\n")
+        os.chmod(wrapper, 0o755)
+        cls.agent = Agent(wrapper)
+        cls.agent.set_modules(f"""modules:
+  netboot:
+    dhcp:
+      lease_time: 10m
+      subnets:
+        - subnet: 10.69.0.0/24
+          range: 10.69.0.100-10.69.0.150
+          routers: [10.69.0.1]
+          dns_servers: [10.69.0.53]
+          domain: boot.example
+        - subnet: 10.70.0.0/24
+          range: 10.70.0.100-10.70.0.110
+          routers: [10.70.0.1]
+    boot:
+      ipxe_script_url: "{SCRIPT_URL}"
+      http_efi_x64_url: http://10.69.0.1/v1/netboot/ipxe.efi
+""")
+        # The admin and metrics endpoints are inside the server namespace: the harness's HTTP
+        # client cannot reach them, so the agent is started without its health wait.
+        cls.agent.start(wait=False)
+        ok = wait_for(lambda: cls.admin_get("/healthz")[0] == 200, timeout=20)
+        if not ok:
+            raise RuntimeError("agent did not come up:\n" + cls.agent.output())
+        if not wait_for(lambda: cls.admin_get("/v1/netboot/leases")[1].get("answering"), 20):
+            raise RuntimeError("DHCP never answered:\n" + cls.agent.output())
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.agent.stop()
+        finally:
+            cls.agent.cleanup()
+            remove_lab()
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @classmethod
+    def admin_get(cls, path, base=None):
+        url = (base or f"http://127.0.0.1:{cls.agent.admin_port}") + path
+        r = sh("curl", "-s", "-o", "-", "-w", "\n%{http_code}", url, ns=SRV, check=False)
+        if r.returncode != 0:
+            return 0, {}
+        body, _, code = r.stdout.rpartition("\n")
+        try:
+            return int(code), json.loads(body) if body.startswith("{") else body
+        except ValueError:
+            return int(code), body
+
+    def metrics(self):
+        _, body = self.admin_get("/metrics", base=f"http://127.0.0.1:{self.agent.metrics_port}")
+        return body
+
+    def udhcpc(self, *opts, ns=CLI, iface="c0"):
+        out = os.path.join(self.tmp, f"udhcpc-{time.monotonic_ns()}.env")
+        script = os.path.join(self.tmp, "udhcpc.sh")
+        with open(script, "w") as f:
+            f.write(UDHCPC_SCRIPT)
+        os.chmod(script, 0o755)
+        sh("busybox", "udhcpc", "-i", iface, "-f", "-q", "-n", "-t", "5", "-T", "1",
+           "-s", script, *opts, ns=ns, env=dict(os.environ, OUT=out), timeout=30)
+        with open(out) as f:
+            return dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+
+    def test_pxe_clients_get_address_and_boot_file(self):
+        # UEFI x64 PXE ROM: option 93 = 7, vendor class PXEClient → ipxe.efi over TFTP from us.
+        env = self.udhcpc("-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007")
+        ip = env["ip"]
+        self.assertRegex(ip, r"^10\.69\.0\.(1[0-4][0-9]|150)$")
+        self.assertEqual(env.get("boot_file"), "ipxe.efi")
+        self.assertEqual(env.get("siaddr"), "10.69.0.1")
+        self.assertEqual(env.get("serverid"), "10.69.0.1")
+        self.assertEqual(env.get("router"), "10.69.0.1")
+        self.assertEqual(env.get("subnet"), "255.255.255.0")
+        self.assertEqual(env.get("lease"), "600")
+        # Same client (same MAC) again: the same address.
+        self.assertEqual(self.udhcpc("-V", "PXEClient:Arch:00007:UNDI:003016",
+                                     "-x", "0x5d:0007")["ip"], ip)
+        # BIOS PXE ROM → undionly.kpxe.
+        env = self.udhcpc("-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000")
+        self.assertEqual(env.get("boot_file"), "undionly.kpxe")
+        # iPXE itself (user class "iPXE") → the script URL, which ends the chainload loop.
+        env = self.udhcpc("-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007",
+                          "-x", "0x4d:69505845")
+        self.assertEqual(env.get("bootfile") or env.get("boot_file"), SCRIPT_URL)
+        # UEFI HTTP boot (arch 0x10, HTTPClient) → the URL.
+        env = self.udhcpc("-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010")
+        self.assertEqual(env.get("bootfile") or env.get("boot_file"),
+                         "http://10.69.0.1/v1/netboot/ipxe.efi")
+        # A plain client: an address and no boot file.
+        env = self.udhcpc()
+        self.assertNotIn("boot_file", env)
+        # The lease is in the table, bound, with the client's MAC.
+        _, leases = self.admin_get("/v1/netboot/leases")
+        bound = [l for l in leases["leases"] if l["state"] == "bound"]
+        self.assertIn(ip, [l["address"] for l in bound])
+
+    def test_relayed_client_gets_an_address_of_its_subnet(self):
+        relay = shutil.which("dhcrelay") or "/usr/sbin/dhcrelay"
+        if not os.path.exists(relay):
+            self.skipTest("isc-dhcp-relay is not installed")
+        pidfile = os.path.join(self.tmp, "dhcrelay.pid")
+        proc = subprocess.Popen(["ip", "netns", "exec", RLY, relay, "-4", "-d", "-q",
+                                 "-pf", pidfile, "-iu", "r0", "-id", "r1", "10.68.0.1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            env = self.udhcpc("-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007",
+                              ns=CL2, iface="d0")
+            self.assertRegex(env["ip"], r"^10\.70\.0\.1(0[0-9]|10)$")
+            self.assertEqual(env.get("router"), "10.70.0.1")
+            self.assertEqual(env.get("boot_file"), "ipxe.efi")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+    def test_dhclient_init_release_init_reboot(self):
+        dhclient = shutil.which("dhclient") or "/usr/sbin/dhclient"
+        if not os.path.exists(dhclient):
+            self.skipTest("isc-dhcp-client is not installed")
+        out = os.path.join(self.tmp, "dhclient.log")
+        script = os.path.join(self.tmp, "dhclient.sh")
+        with open(script, "w") as f:
+            f.write(DHCLIENT_SCRIPT.replace("@OUT@", out))  # dhclient clears the environment
+        os.chmod(script, 0o755)
+        leases = os.path.join(self.tmp, "dhclient.leases")
+        pid = os.path.join(self.tmp, "dhclient.pid")
+        env = dict(os.environ, OUT=out)
+        base = [dhclient, "-4", "-1", "-v", "-sf", script, "-lf", leases, "-pf", pid]
+        # INIT: DISCOVER/OFFER/REQUEST/ACK.
+        sh(*base, "c0", ns=CLI, env=env, timeout=60)
+        with open(out) as f:
+            events = f.read().split("\n")
+        bound = [e.split() for e in events if e.startswith("BOUND")]
+        self.assertTrue(bound, events)
+        address = bound[-1][1]
+        self.assertTrue(address.startswith("10.69.0."), address)
+        # RELEASE: the server marks the lease released.
+        sh(dhclient, "-4", "-r", "-sf", script, "-lf", leases, "-pf", pid, "c0", ns=CLI, env=env,
+           timeout=60)
+        self.assertTrue(wait_for(lambda: any(
+            l["address"] == address and l["state"] == "released"
+            for l in self.admin_get("/v1/netboot/leases")[1]["leases"]), timeout=5))
+        # INIT-REBOOT: dhclient asks for its remembered address first (REQUEST without server
+        # id) and gets the same one back.
+        open(out, "w").close()
+        sh(*base, "c0", ns=CLI, env=env, timeout=60)
+        with open(out) as f:
+            events = f.read().split("\n")
+        got = [e.split() for e in events if e.startswith(("REBOOT", "BOUND"))]
+        self.assertTrue(got, events)
+        self.assertEqual(got[-1][1], address)
+        sh(dhclient, "-4", "-r", "-sf", script, "-lf", leases, "-pf", pid, "c0", ns=CLI, env=env,
+           check=False, timeout=60)
+
+    def test_malformed_packets_are_dropped_and_counted(self):
+        send = ("import socket,sys\n"
+                "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                "s.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1)\n"
+                "for p in (b'short', b'\\x01\\x01\\x06\\x00'+b'\\x00'*232+b'JUNK',\n"
+                "          b'\\x01\\x01\\x06\\x00'+b'\\x00'*232+bytes([99,130,83,99,53,1,1,61,9,1])):\n"
+                "    s.sendto(p, ('10.69.0.1', 67))\n")
+        # The sender needs an address and a route (outside the dynamic range).
+        sh("ip", "addr", "add", "10.69.0.99/24", "dev", "c0", ns=CLI)
+        try:
+            sh("python3", "-c", send, ns=CLI)
+        finally:
+            sh("ip", "addr", "flush", "dev", "c0", ns=CLI)
+        for reason in ("truncated_header", "bad_magic", "option_overrun"):
+            self.assertTrue(wait_for(lambda r=reason: re.search(
+                r'neco_netboot_dhcp_dropped_total\{reason="%s"\} [1-9]' % r, self.metrics()),
+                timeout=5), reason)
+        # And the server still answers.
+        self.assertIn("ip", self.udhcpc())
+
+
+if __name__ == "__main__":
+    NECO = sys.argv.pop(1)
+    unittest.main(verbosity=2)
