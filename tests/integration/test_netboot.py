@@ -95,14 +95,50 @@ exit 0
 """
 
 
+def setUpModule():
+    why = can_run()
+    if why:
+        raise unittest.SkipTest(why)
+    remove_lab()
+    make_lab()
+
+
+def tearDownModule():
+    remove_lab()
+
+
+def admin_get(port, path):
+    r = sh("curl", "-s", "-o", "-", "-w", "\n%{http_code}", f"http://127.0.0.1:{port}{path}",
+           ns=SRV, check=False)
+    if r.returncode != 0:
+        return 0, {}
+    body, _, code = r.stdout.rpartition("\n")
+    try:
+        return int(code), json.loads(body) if body.startswith("{") else body
+    except ValueError:
+        return int(code), body
+
+
+def write_udhcpc_script(tmp):
+    script = os.path.join(tmp, "udhcpc.sh")
+    with open(script, "w") as f:
+        f.write(UDHCPC_SCRIPT)
+    os.chmod(script, 0o755)
+    return script
+
+
+def udhcpc(tmp, *opts, ns=CLI, iface="c0"):
+    """Runs busybox udhcpc until it has a lease; returns what its script was told."""
+    out = os.path.join(tmp, f"udhcpc-{time.monotonic_ns()}.env")
+    sh("busybox", "udhcpc", "-i", iface, "-f", "-q", "-n", "-t", "5", "-T", "1",
+       "-s", write_udhcpc_script(tmp), *opts, ns=ns, env=dict(os.environ, OUT=out), timeout=30)
+    with open(out) as f:
+        return dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+
+
 class Netboot(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        why = can_run()
-        if why:
-            raise unittest.SkipTest(why)
-        remove_lab()
-        make_lab()
         cls.tmp = tempfile.mkdtemp(prefix="neco-netboot-")
         wrapper = os.path.join(cls.tmp, "neco-in-ns")
         with open(wrapper, "w") as f:
@@ -129,8 +165,7 @@ class Netboot(unittest.TestCase):
         # The admin and metrics endpoints are inside the server namespace: the harness's HTTP
         # client cannot reach them, so the agent is started without its health wait.
         cls.agent.start(wait=False)
-        ok = wait_for(lambda: cls.admin_get("/healthz")[0] == 200, timeout=20)
-        if not ok:
+        if not wait_for(lambda: cls.admin_get("/healthz")[0] == 200, timeout=20):
             raise RuntimeError("agent did not come up:\n" + cls.agent.output())
         if not wait_for(lambda: cls.admin_get("/v1/netboot/leases")[1].get("answering"), 20):
             raise RuntimeError("DHCP never answered:\n" + cls.agent.output())
@@ -141,35 +176,17 @@ class Netboot(unittest.TestCase):
             cls.agent.stop()
         finally:
             cls.agent.cleanup()
-            remove_lab()
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
-    def admin_get(cls, path, base=None):
-        url = (base or f"http://127.0.0.1:{cls.agent.admin_port}") + path
-        r = sh("curl", "-s", "-o", "-", "-w", "\n%{http_code}", url, ns=SRV, check=False)
-        if r.returncode != 0:
-            return 0, {}
-        body, _, code = r.stdout.rpartition("\n")
-        try:
-            return int(code), json.loads(body) if body.startswith("{") else body
-        except ValueError:
-            return int(code), body
+    def admin_get(cls, path):
+        return admin_get(cls.agent.admin_port, path)
 
     def metrics(self):
-        _, body = self.admin_get("/metrics", base=f"http://127.0.0.1:{self.agent.metrics_port}")
-        return body
+        return admin_get(self.agent.metrics_port, "/metrics")[1]
 
     def udhcpc(self, *opts, ns=CLI, iface="c0"):
-        out = os.path.join(self.tmp, f"udhcpc-{time.monotonic_ns()}.env")
-        script = os.path.join(self.tmp, "udhcpc.sh")
-        with open(script, "w") as f:
-            f.write(UDHCPC_SCRIPT)
-        os.chmod(script, 0o755)
-        sh("busybox", "udhcpc", "-i", iface, "-f", "-q", "-n", "-t", "5", "-T", "1",
-           "-s", script, *opts, ns=ns, env=dict(os.environ, OUT=out), timeout=30)
-        with open(out) as f:
-            return dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+        return udhcpc(self.tmp, *opts, ns=ns, iface=iface)
 
     def test_pxe_clients_get_address_and_boot_file(self):
         # UEFI x64 PXE ROM: option 93 = 7, vendor class PXEClient → ipxe.efi over TFTP from us.
@@ -281,6 +298,105 @@ class Netboot(unittest.TestCase):
                 timeout=5), reason)
         # And the server still answers.
         self.assertIn("ip", self.udhcpc())
+
+
+class LeaderChange(unittest.TestCase):
+    """Two controllers on one etcd in the server namespace, both bound to port 67 on the same
+    link: only the leader answers; after kill -9 of the leader the other takes over with the
+    lease table from the store, and no address is handed to two clients."""
+
+    def setUp(self):
+        if shutil.which("etcd") is None:
+            self.skipTest("etcd is not installed")
+        self.tmp = tempfile.mkdtemp(prefix="neco-netboot-lc-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        client, peer = free_port(), free_port()
+        self.etcd = subprocess.Popen(
+            ["ip", "netns", "exec", SRV, "etcd", "--name", "e0",
+             "--data-dir", os.path.join(self.tmp, "etcd"),
+             "--listen-client-urls", f"http://127.0.0.1:{client}",
+             "--advertise-client-urls", f"http://127.0.0.1:{client}",
+             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", f"e0=http://127.0.0.1:{peer}",
+             "--heartbeat-interval", "50", "--election-timeout", "500"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(self.stop_proc, self.etcd)
+        self.assertTrue(wait_for(lambda: admin_get(client, "/health")[0] == 200, timeout=20))
+        self.controllers = []
+        for i in range(2):
+            c = {"name": f"c{i}", "admin": free_port(), "metrics": free_port(),
+                 "api": free_port()}
+            role = os.path.join(self.tmp, f"c{i}.yaml")
+            with open(role, "w") as f:
+                f.write(f"""node:
+  name: c{i}
+controller: true
+state_dir: {os.path.join(self.tmp, f"c{i}")}
+store:
+  backend: etcd
+  etcd:
+    endpoints: [http://127.0.0.1:{client}]
+  election_ttl: 2s
+admin:
+  port: {c['admin']}
+metrics:
+  port: {c['metrics']}
+cluster:
+  api:
+    port: {c['api']}
+modules:
+  netboot:
+    dhcp:
+      interface: s0
+      subnets:
+        - subnet: 10.69.0.0/24
+          range: 10.69.0.200-10.69.0.203
+""")
+            log = open(os.path.join(self.tmp, f"c{i}.log"), "wb")
+            self.addCleanup(log.close)
+            c["proc"] = subprocess.Popen(
+                ["ip", "netns", "exec", SRV, os.path.abspath(NECO), "agent", "--role", role],
+                stdout=log, stderr=log)
+            self.addCleanup(self.stop_proc, c["proc"])
+            self.controllers.append(c)
+
+    @staticmethod
+    def stop_proc(p):
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+    def answering(self):
+        return [c for c in self.controllers if c["proc"].poll() is None and
+                admin_get(c["admin"], "/v1/netboot/leases")[1].get("answering")]
+
+    def leases(self, c):
+        return {l["address"]: l for l in admin_get(c["admin"], "/v1/netboot/leases")[1]["leases"]}
+
+    def test_leases_survive_a_leader_change(self):
+        self.assertTrue(wait_for(lambda: len(self.answering()) == 1, timeout=30),
+                        "exactly one controller must answer")
+        leader = self.answering()[0]
+        # Two clients (told apart by client id) bind through the leader.
+        a = udhcpc(self.tmp, "-x", "0x3d:01aa0000000001")["ip"]
+        b = udhcpc(self.tmp, "-x", "0x3d:01aa0000000002")["ip"]
+        self.assertNotEqual(a, b)
+        # kill -9 the leader: the other controller takes over with the table from the store.
+        leader["proc"].kill()
+        leader["proc"].wait()
+        self.assertTrue(wait_for(lambda: len(self.answering()) == 1, timeout=20),
+                        "the standby must take over")
+        follower = self.answering()[0]
+        self.assertIsNot(follower, leader)
+        table = self.leases(follower)
+        for ip in (a, b):
+            self.assertIn(ip, table)
+            self.assertEqual(table[ip]["state"], "bound")
+        # The old clients keep their addresses; a new one gets neither of them.
+        self.assertEqual(udhcpc(self.tmp, "-x", "0x3d:01aa0000000001")["ip"], a)
+        c = udhcpc(self.tmp, "-x", "0x3d:01aa0000000003")["ip"]
+        self.assertNotIn(c, (a, b))
 
 
 if __name__ == "__main__":
