@@ -8,6 +8,7 @@
 #include "agent/module/registry.hpp"
 #include "agent/store/election.hpp"
 #include "modules/netboot/dhcp_server.hpp"
+#include "modules/netboot/tftp_server.hpp"
 
 namespace neco::netboot {
 
@@ -62,6 +63,19 @@ const config::Schema<NetbootConfig>& netboot_schema() {
                {.min = std::chrono::seconds(1)});
     dhcp.list("subnets", &DhcpSection::subnets, sub,
               "subnets with a dynamic range (directly attached, or behind relays by giaddr)");
+    config::Schema<TftpSection> tftp;
+    tftp.field("enabled", &TftpSection::enabled, "run the read-only TFTP server");
+    tftp.field("address", &TftpSection::address, "address to listen on");
+    tftp.field("port", &TftpSection::port, "UDP port", {.min = 0, .max = 65535});
+    tftp.field("ipxe_files", &TftpSection::ipxe_files,
+               "serve Debian's ipxe package (undionly.kpxe, ipxe.efi, ...) by those names");
+    tftp.field("root_dir", &TftpSection::root_dir,
+               "serve other names from under this directory (no symlinks, no ..)");
+    tftp.field("max_transfers", &TftpSection::max_transfers, "concurrent transfers",
+               {.min = 1, .max = 65536});
+    tftp.field("max_blksize", &TftpSection::max_blksize,
+               "largest block size granted (1468 fits a 1500-byte MTU)",
+               {.min = 512, .max = 65464});
     config::Schema<BootConfig> boot;
     boot.field("ipxe_script_url", &BootConfig::ipxe_script_url,
                "script URL for clients already running iPXE");
@@ -75,6 +89,7 @@ const config::Schema<NetbootConfig>& netboot_schema() {
                "URL for 32-bit x86 UEFI HTTP boot");
     config::Schema<NetbootConfig> s;
     s.section("dhcp", &NetbootConfig::dhcp, dhcp, "DHCPv4 server");
+    s.section("tftp", &NetbootConfig::tftp, tftp, "TFTP server for PXE firmware");
     s.section("boot", &NetbootConfig::boot, boot, "what booting clients are told to load");
     return s;
   }();
@@ -167,6 +182,60 @@ Expected<void> NetbootModule::start(ModuleContext& context) {
       dhcp_->on_leader(el->current().term);
     }
   }
+  if (live_.tftp.enabled) {
+    tftp::ServerConfig t;
+    t.address = live_.tftp.address;
+    t.port = static_cast<std::uint16_t>(live_.tftp.port);
+    if (live_.tftp.ipxe_files) t.files = tftp::debian_ipxe_files();
+    t.root_dir = live_.tftp.root_dir;
+    t.max_transfers = static_cast<std::size_t>(live_.tftp.max_transfers);
+    t.max_blksize = static_cast<std::uint16_t>(live_.tftp.max_blksize);
+    tftp_io_ = std::make_unique<boost::asio::io_context>(1);
+    tftp_ = std::make_unique<tftp::TftpServer>(*tftp_io_, std::move(t));
+    if (auto ok = tftp_->start(); !ok) {
+      stop();
+      return ok;
+    }
+    tftp_thread_ = std::thread([io = tftp_io_.get()] {
+      auto guard = boost::asio::make_work_guard(*io);
+      io->run();
+    });
+    tftp_metrics_ = context.metrics().add_collector([this](
+                                                        std::vector<metrics::MetricFamily>& out) {
+      const auto& st = tftp_->stats();
+      auto counter = [&](const char* name, const char* help) -> metrics::MetricFamily& {
+        auto& f = out.emplace_back();
+        f.name = name;
+        f.help = help;
+        f.type = metrics::MetricType::counter;
+        return f;
+      };
+      counter("neco_netboot_tftp_requests_total", "TFTP read requests that parsed")
+          .add(static_cast<double>(st.requests.load()));
+      counter("neco_netboot_tftp_transfers_completed_total",
+              "TFTP transfers acknowledged to the end")
+          .add(static_cast<double>(st.transfers_completed.load()));
+      counter("neco_netboot_tftp_sent_bytes_total", "file bytes sent (retransmissions excluded)")
+          .add(static_cast<double>(st.bytes_sent.load()));
+      counter("neco_netboot_tftp_retransmissions_total", "DATA/OACK sent again after a timeout")
+          .add(static_cast<double>(st.retransmissions.load()));
+      auto& refused = counter("neco_netboot_tftp_refused_total", "requests answered with an ERROR");
+      for (std::size_t i = 0; i < tftp::kRefuseReasons; ++i) {
+        const auto r = static_cast<tftp::RefuseReason>(i);
+        refused.add(static_cast<double>(st.refused(r)), {{"reason", tftp::to_string(r)}});
+      }
+      auto& failed = counter("neco_netboot_tftp_failed_total", "transfers ended early");
+      for (std::size_t i = 0; i < tftp::kFailReasons; ++i) {
+        const auto r = static_cast<tftp::FailReason>(i);
+        failed.add(static_cast<double>(st.failed(r)), {{"reason", tftp::to_string(r)}});
+      }
+      auto& active = out.emplace_back();
+      active.name = "neco_netboot_tftp_active_transfers";
+      active.help = "TFTP transfers running now";
+      active.type = metrics::MetricType::gauge;
+      active.add(static_cast<double>(st.active_transfers.load()));
+    });
+  }
   running_ = true;
   return {};
 }
@@ -180,6 +249,12 @@ void NetbootModule::on_follower() {
 }
 
 void NetbootModule::stop() {
+  tftp_metrics_.reset();
+  if (tftp_) tftp_->stop();
+  if (tftp_io_) tftp_io_->stop();
+  if (tftp_thread_.joinable()) tftp_thread_.join();
+  tftp_.reset();
+  tftp_io_.reset();
   if (dhcp_) dhcp_->stop();
   dhcp_.reset();
   running_ = false;

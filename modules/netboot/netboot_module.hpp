@@ -2,17 +2,23 @@
 // network (only the leader answers), with its leases in the store. See netboot.md.
 #pragma once
 
+#include <boost/asio/io_context.hpp>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "agent/config/schema.hpp"
+#include "agent/metrics/registry.hpp"
 #include "agent/module/module.hpp"
 #include "modules/netboot/dhcp_engine.hpp"
 
 namespace neco::netboot {
 
 class DhcpServer;
+namespace tftp {
+class TftpServer;
+}
 
 struct SubnetSection {
   std::string subnet;  // "10.69.0.0/26"
@@ -33,8 +39,19 @@ struct DhcpSection {
   std::vector<SubnetSection> subnets;
 };
 
+struct TftpSection {
+  bool enabled = true;
+  std::string address = "0.0.0.0";
+  std::int64_t port = 69;
+  bool ipxe_files = true;  // serve Debian's ipxe package under the names DHCP hands out
+  std::string root_dir;    // other names from under this directory (empty: none)
+  std::int64_t max_transfers = 256;
+  std::int64_t max_blksize = 1468;
+};
+
 struct NetbootConfig {
   DhcpSection dhcp;
+  TftpSection tftp;
   BootConfig boot;
 };
 
@@ -64,6 +81,12 @@ class NetbootModule final : public Module {
   EngineConfig pending_engine_;
   NetbootConfig live_;
   std::unique_ptr<DhcpServer> dhcp_;
+  // TFTP runs on every controller (it is stateless), on an event loop of its own so file reads
+  // never hold up the agent's.
+  std::unique_ptr<boost::asio::io_context> tftp_io_;
+  std::unique_ptr<tftp::TftpServer> tftp_;
+  std::thread tftp_thread_;
+  metrics::CollectorHandle tftp_metrics_;
   std::string problem_;
   bool running_ = false;
 };

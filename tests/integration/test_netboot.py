@@ -144,9 +144,16 @@ class Netboot(unittest.TestCase):
         with open(wrapper, "w") as f:
             f.write(f"#!/bin/sh\nexec ip netns exec {SRV} {os.path.abspath(NECO)} \"$@\"\n")
         os.chmod(wrapper, 0o755)
+        cls.tftp_root = os.path.join(cls.tmp, "tftp")
+        os.makedirs(os.path.join(cls.tftp_root, "boot"))
+        cls.payload = os.urandom(300_000)
+        with open(os.path.join(cls.tftp_root, "boot", "test.bin"), "wb") as f:
+            f.write(cls.payload)
         cls.agent = Agent(wrapper)
         cls.agent.set_modules(f"""modules:
   netboot:
+    tftp:
+      root_dir: {cls.tftp_root}
     dhcp:
       lease_time: 10m
       subnets:
@@ -300,6 +307,28 @@ class Netboot(unittest.TestCase):
         self.assertIn("ip", self.udhcpc())
 
 
+    def test_tftp_serves_the_boot_files(self):
+        # The firmware's next step after the OFFER: fetch the boot file from siaddr by TFTP.
+        sh("ip", "addr", "add", "10.69.0.97/24", "dev", "c0", ns=CLI)
+        try:
+            out = os.path.join(self.tmp, "fetched.bin")
+            sh("curl", "-s", "--tftp-blksize", "1468", "-o", out,
+               "tftp://10.69.0.1/boot/test.bin", ns=CLI)
+            with open(out, "rb") as f:
+                self.assertEqual(f.read(), self.payload)
+            if os.path.exists("/usr/lib/ipxe/undionly.kpxe"):  # Debian's ipxe package
+                sh("curl", "-s", "-o", out, "tftp://10.69.0.1/undionly.kpxe", ns=CLI)
+                with open(out, "rb") as f, open("/usr/lib/ipxe/undionly.kpxe", "rb") as g:
+                    self.assertEqual(f.read(), g.read())
+            # Traversal is refused.
+            r = sh("curl", "-s", "-o", out, "tftp://10.69.0.1/../etc/passwd", ns=CLI,
+                   check=False)
+            self.assertNotEqual(r.returncode, 0)
+        finally:
+            sh("ip", "addr", "flush", "dev", "c0", ns=CLI)
+        self.assertRegex(self.metrics(), r"neco_netboot_tftp_transfers_completed_total [1-9]")
+
+
 class LeaderChange(unittest.TestCase):
     """Two controllers on one etcd in the server namespace, both bound to port 67 on the same
     link: only the leader answers; after kill -9 of the leader the other takes over with the
@@ -347,6 +376,8 @@ cluster:
     port: {c['api']}
 modules:
   netboot:
+    tftp:
+      enabled: false
     dhcp:
       interface: s0
       subnets:
