@@ -5,19 +5,10 @@
 
 #include <array>
 
+#include "agent/util/text.hpp"
+
 namespace neco::cluster {
 namespace {
-
-std::string to_hex(const unsigned char* data, std::size_t n) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(n * 2);
-  for (std::size_t i = 0; i < n; ++i) {
-    out.push_back(kDigits[data[i] >> 4]);
-    out.push_back(kDigits[data[i] & 0xf]);
-  }
-  return out;
-}
 
 bool is_hex(std::string_view s) {
   return s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
@@ -28,7 +19,7 @@ Expected<std::string> random_hex(std::size_t bytes) {
   if (bytes > buf.size() || RAND_bytes(buf.data(), static_cast<int>(bytes)) != 1) {
     return fail(Errc::internal, "no random bytes from OpenSSL");
   }
-  return to_hex(buf.data(), bytes);
+  return to_hex({reinterpret_cast<const char*>(buf.data()), bytes});
 }
 
 }  // namespace
@@ -56,7 +47,7 @@ std::string sha256_hex(std::string_view data) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned int len = 0;
   EVP_Digest(data.data(), data.size(), md.data(), &len, EVP_sha256(), nullptr);
-  return to_hex(md.data(), len);
+  return to_hex({reinterpret_cast<const char*>(md.data()), len});
 }
 
 bool constant_time_equal(std::string_view a, std::string_view b) {

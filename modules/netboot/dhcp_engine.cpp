@@ -291,9 +291,7 @@ Packet DhcpEngine::reply_to(const Packet& request, MessageType type, const Arriv
   return r;
 }
 
-void DhcpEngine::add_config_options(Packet& reply, const Subnet& subnet,
-                                    const Packet& request) const {
-  (void)request;
+void DhcpEngine::add_config_options(Packet& reply, const Subnet& subnet) const {
   reply.set_ipv4_option(opt::subnet_mask, to_ipv4(subnet.mask()));
   if (!subnet.routers.empty()) reply.set_ipv4_list_option(opt::router, subnet.routers);
   if (!subnet.dns_servers.empty()) {
@@ -402,7 +400,7 @@ Outcome DhcpEngine::discover(const Packet& request, const Arrival& arrival, std:
   Packet r = reply_to(request, MessageType::offer, arrival);
   r.yiaddr = to_ipv4(*address);
   add_lease_times(r);
-  add_config_options(r, *subnet, request);
+  add_config_options(r, *subnet);
   o.event = fmt::format("OFFER {} to {} on {}", to_string(r.yiaddr),
                         request.hardware_address_string(), subnet->name);
   add_boot(r, request, arrival, o.event);
@@ -428,7 +426,7 @@ Outcome DhcpEngine::ack(const Packet& request, const Arrival& arrival, const Sub
   r.ciaddr = request.ciaddr;
   r.yiaddr = to_ipv4(address);
   add_lease_times(r);
-  add_config_options(r, subnet, request);
+  add_config_options(r, subnet);
   o.event = fmt::format("ACK {} ({}) to {} on {}", to_string(r.yiaddr), how,
                         request.hardware_address_string(), subnet.name);
   add_boot(r, request, arrival, o.event);
@@ -561,7 +559,7 @@ Outcome DhcpEngine::inform(const Packet& request, const Arrival& arrival) {
   // RFC 2131 §3.4: configuration only, no lease, no yiaddr; straight to ciaddr.
   Packet r = reply_to(request, MessageType::ack, arrival);
   r.ciaddr = request.ciaddr;
-  add_config_options(r, *subnet, request);
+  add_config_options(r, *subnet);
   o.event = fmt::format("ACK (inform) to {} at {}", request.hardware_address_string(),
                         to_string(request.ciaddr));
   add_boot(r, request, arrival, o.event);

@@ -149,7 +149,7 @@ class DhcpEngine {
  private:
   const Subnet* select_subnet(const Packet& request, const Arrival& arrival) const;
   Packet reply_to(const Packet& request, MessageType type, const Arrival& arrival) const;
-  void add_config_options(Packet& reply, const Subnet& subnet, const Packet& request) const;
+  void add_config_options(Packet& reply, const Subnet& subnet) const;
   void add_boot(Packet& reply, const Packet& request, const Arrival& arrival,
                 std::string& event) const;
   void add_lease_times(Packet& reply) const;

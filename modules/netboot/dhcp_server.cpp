@@ -25,6 +25,7 @@
 #include "agent/metrics/registry.hpp"
 #include "agent/store/election.hpp"
 #include "agent/store/store.hpp"
+#include "agent/util/text.hpp"
 
 namespace neco::netboot {
 
@@ -33,35 +34,6 @@ namespace {
 const log::Logger& logger() {
   static const log::Logger l("netboot");
   return l;
-}
-
-std::string hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out += kDigits[c >> 4];
-    out += kDigits[c & 15];
-  }
-  return out;
-}
-
-std::optional<std::string> unhex(std::string_view text) {
-  if (text.size() % 2 != 0) return std::nullopt;
-  std::string out;
-  out.reserve(text.size() / 2);
-  auto digit = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  for (std::size_t i = 0; i < text.size(); i += 2) {
-    int hi = digit(text[i]);
-    int lo = digit(text[i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out += static_cast<char>(hi * 16 + lo);
-  }
-  return out;
 }
 
 std::int64_t unix_now() {
@@ -80,7 +52,7 @@ std::string lease_key(std::uint32_t address) {
 }
 
 std::string encode_lease(const Lease& l) {
-  return nlohmann::json({{"client", hex(l.client)},
+  return nlohmann::json({{"client", to_hex(l.client)},
                          {"hw", l.hw},
                          {"hostname", l.hostname},
                          {"state", to_string(l.state)},
@@ -100,7 +72,7 @@ Expected<Lease> decode_lease(std::string_view key, std::string_view value) {
       !j["expires"].is_number_integer()) {
     return fail(Errc::invalid_argument, fmt::format("malformed lease record \"{}\"", key));
   }
-  auto client = unhex(j["client"].get<std::string>());
+  auto client = from_hex(j["client"].get<std::string>());
   auto state = parse_lease_state(j["state"].get<std::string>());
   if (!client || !state) {
     return fail(Errc::invalid_argument, fmt::format("malformed lease record \"{}\"", key));

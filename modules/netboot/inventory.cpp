@@ -356,8 +356,11 @@ Expected<std::vector<Machine>> Inventory::query(const MachineFilter& filter) {
   return out;
 }
 
-Expected<Machine> Inventory::set_state(std::string_view serial, MachineState state,
-                                       std::string_view who) {
+// Read-modify-write of one machine record: `change` gives the next record from the current one
+// (or refuses); an unchanged record is not written; a concurrent write retries.
+Expected<Machine> Inventory::rewrite(
+    std::string_view serial, std::string_view who, std::string_view action, std::string_view what,
+    const std::function<Expected<Machine>(const Machine&)>& change) {
   const auto key = machine_key(serial);
   for (int attempt = 0; attempt < max_attempts_; ++attempt) {
     auto kv = read(key);
@@ -365,46 +368,40 @@ Expected<Machine> Inventory::set_state(std::string_view serial, MachineState sta
     if (!*kv) return fail(Errc::not_found, fmt::format("no machine '{}'", serial));
     auto m = decode_machine(**kv);
     if (!m) return std::unexpected(m.error());
-    if (m->state == state) return m;
-    if (auto ok = check_transition(m->state, state); !ok) {
-      return fail(Errc::failed_precondition,
-                  fmt::format("machine '{}': {}", serial, ok.error().message));
-    }
-    Machine next = *m;
-    next.state = state;
-    next.state_since = to_unix(now());
-    store::Txn txn;
-    txn.compares.push_back(Compare::mod_revision(key, CompareOp::equal, (*kv)->mod_revision));
-    txn.success.push_back(Op::make_put(key, to_json(next).dump()));
-    add_audit(txn, who, "set_state", serial, to_json(*m), to_json(next));
-    auto r = run(txn);
-    if (!r) return std::unexpected(r.error());
-    if (r->succeeded) return next;
-  }
-  return std::unexpected(contention(fmt::format("set the state of machine '{}'", serial)));
-}
-
-Expected<Machine> Inventory::update(std::string_view serial, const MachineUpdate& update,
-                                    std::string_view who) {
-  const auto key = machine_key(serial);
-  for (int attempt = 0; attempt < max_attempts_; ++attempt) {
-    auto kv = read(key);
-    if (!kv) return std::unexpected(kv.error());
-    if (!*kv) return fail(Errc::not_found, fmt::format("no machine '{}'", serial));
-    auto m = decode_machine(**kv);
-    if (!m) return std::unexpected(m.error());
-    auto next = apply(*m, update);
+    auto next = change(*m);
     if (!next) return std::unexpected(next.error());
     if (*next == *m) return next;
     store::Txn txn;
     txn.compares.push_back(Compare::mod_revision(key, CompareOp::equal, (*kv)->mod_revision));
     txn.success.push_back(Op::make_put(key, to_json(*next).dump()));
-    add_audit(txn, who, "update", serial, to_json(*m), to_json(*next));
+    add_audit(txn, who, action, serial, to_json(*m), to_json(*next));
     auto r = run(txn);
     if (!r) return std::unexpected(r.error());
     if (r->succeeded) return next;
   }
-  return std::unexpected(contention(fmt::format("update machine '{}'", serial)));
+  return std::unexpected(contention(fmt::format("{} machine '{}'", what, serial)));
+}
+
+Expected<Machine> Inventory::set_state(std::string_view serial, MachineState state,
+                                       std::string_view who) {
+  return rewrite(serial, who, "set_state", "set the state of",
+                 [&](const Machine& m) -> Expected<Machine> {
+                   if (m.state == state) return m;
+                   if (auto ok = check_transition(m.state, state); !ok) {
+                     return fail(Errc::failed_precondition,
+                                 fmt::format("machine '{}': {}", serial, ok.error().message));
+                   }
+                   Machine next = m;
+                   next.state = state;
+                   next.state_since = to_unix(now());
+                   return next;
+                 });
+}
+
+Expected<Machine> Inventory::update(std::string_view serial, const MachineUpdate& update,
+                                    std::string_view who) {
+  return rewrite(serial, who, "update", "update",
+                 [&](const Machine& m) { return apply(m, update); });
 }
 
 Expected<void> Inventory::remove(std::string_view serial, std::string_view who) {

@@ -119,6 +119,9 @@ class Inventory {
   void add_audit(store::Txn& txn, std::string_view who, std::string_view action,
                  std::string_view serial, nlohmann::json before, nlohmann::json after);
   Expected<std::optional<store::KeyValue>> read(const std::string& key);
+  Expected<Machine> rewrite(std::string_view serial, std::string_view who, std::string_view action,
+                            std::string_view what,
+                            const std::function<Expected<Machine>(const Machine&)>& change);
 
   store::Store& store_;
   std::string prefix_;

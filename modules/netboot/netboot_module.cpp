@@ -131,13 +131,12 @@ Expected<void> NetbootModule::configure(const config::Section& section) {
   if (auto ok = section.read(netboot_schema(), c); !ok) return ok;
   auto e = engine_config(c, section.path());
   if (!e) return std::unexpected(e.error());
-  if (c.dhcp.enabled && e->subnets.empty()) {
+  if (c.dhcp.enabled && c.dhcp.subnets.empty()) {
     return fail(
         Errc::invalid_argument,
         section.path() + ".dhcp.subnets: at least one subnet is needed (or enabled: false)");
   }
   pending_ = std::move(c);
-  pending_engine_ = std::move(*e);
   return {};
 }
 
@@ -172,8 +171,9 @@ Expected<void> NetbootModule::start(ModuleContext& context) {
     o.address = live_.dhcp.address;
     o.port = static_cast<std::uint16_t>(live_.dhcp.port);
     o.interface = live_.dhcp.interface;
-    dhcp_ = std::make_unique<DhcpServer>(pending_engine_, o, *context.store(), context.election(),
-                                         context.metrics());
+    // configure() accepted this config, so the engine config derives from it without error.
+    dhcp_ = std::make_unique<DhcpServer>(*engine_config(live_, "modules.netboot"), o,
+                                         *context.store(), context.election(), context.metrics());
     if (auto ok = dhcp_->start(); !ok) {
       dhcp_.reset();
       return ok;

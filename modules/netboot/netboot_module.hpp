@@ -78,7 +78,6 @@ class NetbootModule final : public Module {
 
  private:
   NetbootConfig pending_;
-  EngineConfig pending_engine_;
   NetbootConfig live_;
   std::unique_ptr<DhcpServer> dhcp_;
   // TFTP runs on every controller (it is stateless), on an event loop of its own so file reads

@@ -8,6 +8,7 @@
 
 #include "agent/store/sqlite_store.hpp"
 #include "tests/support/test_support.hpp"
+#include "tests/unit/modules/netboot/ipam_example.hpp"
 
 using namespace neco;
 using namespace neco::netboot;
@@ -17,20 +18,7 @@ using S = MachineState;
 namespace {
 
 IpamConfig config() {
-  IpamConfig c;
-  c.max_nodes_in_rack = 27;
-  c.node_ipv4_pool = "10.69.0.0/16";
-  c.node_ipv4_range_size = 6;
-  c.node_ipv4_range_mask = 26;
-  c.node_ip_per_node = 3;
-  c.node_index_offset = 3;
-  c.node_gateway_offset = 1;
-  c.bmc_ipv4_pool = "10.72.16.0/20";
-  c.bmc_ipv4_offset = "0.0.1.0";
-  c.bmc_ipv4_range_size = 5;
-  c.bmc_ipv4_range_mask = 20;
-  c.bmc_ipv4_gateway_offset = 1;
-  return c;
+  return neco::netboot::testing::ipam_example();
 }
 
 MachineSpec spec(std::string serial, std::uint32_t rack, std::string role = "worker") {

@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/unit/modules/netboot/ipam_example.hpp"
+
 using namespace neco;
 using namespace neco::netboot;
 using nlohmann::json;
@@ -14,21 +16,7 @@ namespace {
 // sabakan's documented example (docs/ipam.md), in neco's key names. Expected addresses below
 // are worked out by hand from the formulas in netboot.md.
 IpamConfig example() {
-  IpamConfig c;
-  c.max_nodes_in_rack = 27;  // sabakan says 28: index 31 would be a BMC broadcast address
-  c.node_ipv4_pool = "10.69.0.0/16";
-  c.node_ipv4_offset = "";
-  c.node_ipv4_range_size = 6;
-  c.node_ipv4_range_mask = 26;
-  c.node_ip_per_node = 3;
-  c.node_index_offset = 3;
-  c.node_gateway_offset = 1;
-  c.bmc_ipv4_pool = "10.72.16.0/20";
-  c.bmc_ipv4_offset = "0.0.1.0";
-  c.bmc_ipv4_range_size = 5;
-  c.bmc_ipv4_range_mask = 20;
-  c.bmc_ipv4_gateway_offset = 1;
-  return c;
+  return neco::netboot::testing::ipam_example();
 }
 
 Ipam make(const IpamConfig& c) {
