@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "agent/cli/admin_client.hpp"
+#include "agent/cli/command.hpp"
 #include "agent/log/log.hpp"
 #include "agent/module/registry.hpp"
 #include "agent/runtime/agent.hpp"
@@ -21,17 +23,18 @@
 namespace neco::cli {
 namespace {
 
-namespace po = boost::program_options;
+// Commands registered by modules (static initializers run before main).
+std::vector<Command>& registered() {
+  static std::vector<Command> list;
+  return list;
+}
 
-constexpr int kOk = 0;
-constexpr int kFailed = 1;
-constexpr int kUsage = 2;
+}  // namespace
 
-struct Command {
-  const char* name;
-  const char* summary;
-  int (*run)(const std::vector<std::string>& args);
-};
+bool register_command(Command command) {
+  registered().push_back(command);
+  return true;
+}
 
 int usage_error(const std::string& command, const std::string& message) {
   std::fprintf(stderr, "neco %s: %s\nTry 'neco %s --help'.\n", command.c_str(), message.c_str(),
@@ -39,8 +42,6 @@ int usage_error(const std::string& command, const std::string& message) {
   return kUsage;
 }
 
-// Parses `args` with `desc` (+ positional), printing help on --help; returns nullopt-like
-// false when the caller should exit with `code`.
 bool parse(const std::string& command, const std::string& synopsis, po::options_description& desc,
            const po::positional_options_description* positional,
            const std::vector<std::string>& args, po::variables_map& vm, int& code) {
@@ -85,7 +86,7 @@ AdminTarget target_from(const po::variables_map& vm) {
 
 // Fetches JSON from the agent; prints the error and returns false on any failure.
 bool fetch_json(const AdminTarget& target, const std::string& method, const std::string& path,
-                nlohmann::json& out, const std::string& body = "") {
+                nlohmann::json& out, const std::string& body) {
   auto reply = admin_request(target, method, path, body);
   if (!reply) {
     std::fprintf(stderr, "neco: %s\n", reply.error().message.c_str());
@@ -105,6 +106,8 @@ bool fetch_json(const AdminTarget& target, const std::string& method, const std:
   }
   return true;
 }
+
+namespace {
 
 int cmd_agent(const std::vector<std::string>& args) {
   po::options_description desc("Options");
@@ -285,6 +288,8 @@ int cmd_reload(const std::vector<std::string>& args) {
   return kOk;
 }
 
+}  // namespace
+
 std::string format_age(std::int64_t unix_seconds) {
   if (unix_seconds <= 0) return "never";
   const auto now = std::chrono::duration_cast<std::chrono::seconds>(
@@ -292,6 +297,8 @@ std::string format_age(std::int64_t unix_seconds) {
                        .count();
   return format_uptime(static_cast<double>(std::max<std::int64_t>(0, now - unix_seconds))) + " ago";
 }
+
+namespace {
 
 int cmd_join_token(const std::vector<std::string>& args) {
   po::options_description desc("Options");
@@ -432,7 +439,24 @@ const std::vector<Command>& commands() {
       {"status", "show the local agent's state", cmd_status},
       {"version", "print version and compiled-in modules", cmd_version},
   };
-  return all;
+  static const std::vector<Command> merged = [] {
+    std::vector<Command> out = all;
+    for (const auto& c : registered()) {
+      const bool taken = std::any_of(out.begin(), out.end(), [&](const Command& o) {
+        return std::string_view(o.name) == c.name;
+      });
+      if (taken) {
+        std::fprintf(stderr, "neco: a module registered command '%s' twice; ignored\n", c.name);
+      } else {
+        out.push_back(c);
+      }
+    }
+    std::sort(out.begin(), out.end(), [](const Command& a, const Command& b) {
+      return std::string_view(a.name) < std::string_view(b.name);
+    });
+    return out;
+  }();
+  return merged;
 }
 
 void print_help() {
