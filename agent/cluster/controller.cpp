@@ -42,30 +42,7 @@ constexpr auto kCaValidity = std::chrono::hours(24 * 365 * 10);
 constexpr auto kStoreDeadline = std::chrono::seconds(15);
 constexpr auto kMaxLongPoll = std::chrono::seconds(300);
 
-Status http_status(Errc code) {
-  switch (code) {
-    case Errc::invalid_argument:
-      return Status::bad_request;
-    case Errc::not_found:
-      return Status::not_found;
-    case Errc::already_exists:
-    case Errc::failed_precondition:
-      return Status::conflict;
-    case Errc::permission_denied:
-      return Status::forbidden;
-    case Errc::unavailable:
-    case Errc::cancelled:
-      return Status::service_unavailable;
-    case Errc::deadline_exceeded:
-      return Status::gateway_timeout;
-    default:
-      return Status::internal_server_error;
-  }
-}
-
-Response error_response(const Error& e) {
-  return Response::error(http_status(e.code), to_string(e.code), e.message);
-}
+using http::error_response;
 
 Expected<json> parse_body(const Request& req) {
   auto j = json::parse(req.body, nullptr, false);

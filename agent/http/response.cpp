@@ -25,4 +25,29 @@ Response Response::text(std::string body, Status status) {
   return r;
 }
 
+Status http_status(Errc code) noexcept {
+  switch (code) {
+    case Errc::invalid_argument:
+      return Status::bad_request;
+    case Errc::not_found:
+      return Status::not_found;
+    case Errc::already_exists:
+    case Errc::failed_precondition:
+      return Status::conflict;
+    case Errc::permission_denied:
+      return Status::forbidden;
+    case Errc::unavailable:
+    case Errc::cancelled:
+      return Status::service_unavailable;
+    case Errc::deadline_exceeded:
+      return Status::gateway_timeout;
+    default:
+      return Status::internal_server_error;
+  }
+}
+
+Response error_response(const Error& error) {
+  return Response::error(http_status(error.code), to_string(error.code), error.message);
+}
+
 }  // namespace neco::http

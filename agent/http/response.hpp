@@ -29,4 +29,11 @@ struct Response {
   static Response text(std::string body, Status status = Status::ok);
 };
 
+// The HTTP status for an error code: invalid_argument 400, not_found 404, already_exists and
+// failed_precondition 409, permission_denied 403, unavailable and cancelled 503,
+// deadline_exceeded 504, anything else 500.
+Status http_status(Errc code) noexcept;
+// Response::error with that status, the code's name and the error's message.
+Response error_response(const Error& error);
+
 }  // namespace neco::http

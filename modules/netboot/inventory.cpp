@@ -356,6 +356,99 @@ Expected<std::vector<Machine>> Inventory::query(const MachineFilter& filter) {
   return out;
 }
 
+std::string Inventory::template_key(std::string_view role) const {
+  return prefix_ + "templates/" + std::string(role);
+}
+
+namespace {
+
+Expected<BootTemplate> decode_template(const KeyValue& kv) {
+  auto j = json_fields::parse(kv.value, "template record");
+  if (!j) return std::unexpected(corrupt(kv.key, j.error()));
+  auto t = boot_template_from_json(*j);
+  if (!t) return std::unexpected(corrupt(kv.key, t.error()));
+  t->updated = j->value("updated", std::int64_t{0});
+  t->who = j->value("who", std::string());
+  return t;
+}
+
+}  // namespace
+
+Expected<BootTemplate> Inventory::get_template(std::string_view role) {
+  if (!valid_template_name(role)) {
+    return fail(Errc::invalid_argument, fmt::format("'{}' is not a role name", role));
+  }
+  auto kv = read(template_key(role));
+  if (!kv) return std::unexpected(kv.error());
+  if (!*kv) return fail(Errc::not_found, fmt::format("no boot template for role '{}'", role));
+  return decode_template(**kv);
+}
+
+Expected<std::vector<BootTemplate>> Inventory::list_templates() {
+  auto all = store_.range({store::KeyRange::prefix(prefix_ + "templates/"), 0});
+  if (!all) return std::unexpected(all.error());
+  std::vector<BootTemplate> out;
+  for (const auto& kv : all->kvs) {
+    auto t = decode_template(kv);
+    if (!t) return std::unexpected(t.error());
+    out.push_back(std::move(*t));
+  }
+  return out;
+}
+
+Expected<BootTemplate> Inventory::put_template(BootTemplate tpl, std::string_view who) {
+  if (auto ok = validate(tpl); !ok) return std::unexpected(ok.error());
+  const auto key = template_key(tpl.role);
+  for (int attempt = 0; attempt < max_attempts_; ++attempt) {
+    auto kv = read(key);
+    if (!kv) return std::unexpected(kv.error());
+    json before = nullptr;
+    std::int64_t old_rev = 0;
+    if (*kv) {
+      auto old = decode_template(**kv);
+      if (!old) return std::unexpected(old.error());
+      BootTemplate same = tpl;
+      same.updated = old->updated;
+      same.who = old->who;
+      if (same == *old) return old;
+      before = to_json(*old);
+      old_rev = (*kv)->mod_revision;
+    }
+    tpl.updated = to_unix(now());
+    tpl.who = who;
+    store::Txn txn;
+    txn.compares.push_back(Compare::mod_revision(key, CompareOp::equal, old_rev));
+    txn.success.push_back(Op::make_put(key, to_json(tpl).dump()));
+    add_audit(txn, who, "put_template", "", std::move(before), to_json(tpl));
+    auto r = run(txn);
+    if (!r) return std::unexpected(r.error());
+    if (r->succeeded) return tpl;
+  }
+  return std::unexpected(contention(fmt::format("store the template of role '{}'", tpl.role)));
+}
+
+Expected<void> Inventory::remove_template(std::string_view role, std::string_view who) {
+  if (!valid_template_name(role)) {
+    return fail(Errc::invalid_argument, fmt::format("'{}' is not a role name", role));
+  }
+  const auto key = template_key(role);
+  for (int attempt = 0; attempt < max_attempts_; ++attempt) {
+    auto kv = read(key);
+    if (!kv) return std::unexpected(kv.error());
+    if (!*kv) return fail(Errc::not_found, fmt::format("no boot template for role '{}'", role));
+    auto old = decode_template(**kv);
+    json before = old ? to_json(*old) : json(nullptr);
+    store::Txn txn;
+    txn.compares.push_back(Compare::mod_revision(key, CompareOp::equal, (*kv)->mod_revision));
+    txn.success.push_back(Op::make_delete(store::KeyRange::exact(key)));
+    add_audit(txn, who, "remove_template", "", std::move(before), nullptr);
+    auto r = run(txn);
+    if (!r) return std::unexpected(r.error());
+    if (r->succeeded) return {};
+  }
+  return std::unexpected(contention(fmt::format("remove the template of role '{}'", role)));
+}
+
 // Read-modify-write of one machine record: `change` gives the next record from the current one
 // (or refuses); an unchanged record is not written; a concurrent write retries.
 Expected<Machine> Inventory::rewrite(

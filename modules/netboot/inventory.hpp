@@ -9,6 +9,7 @@
 //   machine_count                 number of machines, decimal; every register/remove writes it,
 //                                 which is how an IPAM change sees a racing registration
 //   audit/<unix µs:020>-<8 hex>   AuditEntry JSON, time-ordered
+//   templates/<role>              BootTemplate JSON (templates.hpp)
 #pragma once
 
 #include <chrono>
@@ -26,6 +27,7 @@
 #include "agent/util/error.hpp"
 #include "modules/netboot/ipam.hpp"
 #include "modules/netboot/machine.hpp"
+#include "modules/netboot/templates.hpp"
 
 namespace neco::netboot {
 
@@ -36,8 +38,9 @@ struct AuditEntry {
   std::int64_t revision = 0;  // store revision of the mutation (the key's create revision)
   std::int64_t time = 0;      // unix seconds
   std::string who;
-  std::string action;  // put_ipam, register, set_state, update, remove, prune_audit
-  std::string serial;  // the machine, empty for put_ipam and prune_audit
+  // put_ipam, register, set_state, update, remove, prune_audit, put_template, remove_template
+  std::string action;
+  std::string serial;  // the machine, empty for other actions
   nlohmann::json before;
   nlohmann::json after;
 };
@@ -99,6 +102,13 @@ class Inventory {
   // Removes a retired machine (failed_precondition in any other state), freeing its index.
   Expected<void> remove(std::string_view serial, std::string_view who);
 
+  // Boot templates by role. put validates (templates.hpp), stamps updated/who and replaces
+  // any template of the role; storing an equal template changes nothing.
+  Expected<BootTemplate> get_template(std::string_view role);
+  Expected<std::vector<BootTemplate>> list_templates();
+  Expected<BootTemplate> put_template(BootTemplate tpl, std::string_view who);
+  Expected<void> remove_template(std::string_view role, std::string_view who);
+
   // The audit log, filtered.
   Expected<std::vector<AuditEntry>> audit(const AuditQuery& query);
   // Deletes audit entries older than `before` (unix seconds); returns how many. The pruning is
@@ -111,6 +121,7 @@ class Inventory {
   std::string index_key(std::uint32_t rack, std::uint32_t index) const;
   std::string count_key() const { return prefix_ + "machine_count"; }
   std::string audit_prefix() const { return prefix_ + "audit/"; }
+  std::string template_key(std::string_view role) const;
 
  private:
   Expected<store::TxnResponse> run(const store::Txn& txn);
