@@ -23,7 +23,7 @@ struct Cidr {
 std::optional<Cidr> parse_cidr(std::string_view text) {
   const auto slash = text.find('/');
   if (slash == std::string_view::npos) return std::nullopt;
-  const auto ip = parse_ipv4(text.substr(0, slash));
+  const auto ip = parse_ipv4_u32(text.substr(0, slash));
   const auto len_text = text.substr(slash + 1);
   std::uint32_t len = 0;
   const auto* end = len_text.data() + len_text.size();
@@ -62,7 +62,7 @@ Expected<Pool> check_pool(std::string_view p, const std::string& pool_text,
   }
   std::uint32_t offset = 0;
   if (!offset_text.empty()) {
-    const auto o = parse_ipv4(offset_text);
+    const auto o = parse_ipv4_u32(offset_text);
     if (!o) {
       return std::unexpected(bad(fmt::format(
           "{}_offset: '{}' is not a dotted-quad IPv4 address like 0.0.1.0", p, offset_text)));
@@ -103,9 +103,9 @@ Expected<Pool> check_pool(std::string_view p, const std::string& pool_text,
   return Pool{cidr->base + offset, cidr->end(), *cidr};
 }
 
-Subnet subnet_of(std::uint32_t ip, std::uint32_t prefix_len, std::uint32_t gateway_offset) {
+IpamSubnet subnet_of(std::uint32_t ip, std::uint32_t prefix_len, std::uint32_t gateway_offset) {
   const auto network = ip & prefix_mask(prefix_len);
-  return Subnet{network, prefix_len, network + gateway_offset};
+  return IpamSubnet{network, prefix_len, network + gateway_offset};
 }
 
 }  // namespace
@@ -114,7 +114,7 @@ std::string format_ipv4(std::uint32_t ip) {
   return fmt::format("{}.{}.{}.{}", ip >> 24, (ip >> 16) & 0xff, (ip >> 8) & 0xff, ip & 0xff);
 }
 
-std::optional<std::uint32_t> parse_ipv4(std::string_view text) {
+std::optional<std::uint32_t> parse_ipv4_u32(std::string_view text) {
   std::uint32_t ip = 0;
   for (int part = 0; part < 4; ++part) {
     if (part > 0) {
@@ -242,15 +242,15 @@ Expected<Interface> interface_from_json(const json& j) {
   if (!gateway) return std::unexpected(gateway.error());
   auto bits = require_u32(j, what, "mask_bits");
   if (!bits) return std::unexpected(bits.error());
-  const auto a = parse_ipv4(*address);
-  const auto g = parse_ipv4(*gateway);
+  const auto a = parse_ipv4_u32(*address);
+  const auto g = parse_ipv4_u32(*gateway);
   if (!a || !g || *bits > 32) {
     return fail(Errc::invalid_argument, "interface: bad address, gateway or mask_bits");
   }
   return Interface{*a, *bits, *g};
 }
 
-json to_json(const Subnet& s) {
+json to_json(const IpamSubnet& s) {
   return json{{"network", format_ipv4(s.network)},
               {"netmask", format_ipv4(s.netmask())},
               {"mask_bits", s.prefix_len},
@@ -369,11 +369,11 @@ Expected<void> Ipam::check_index(std::uint32_t index) const {
   return {};
 }
 
-Expected<std::vector<Subnet>> Ipam::node_subnets(std::uint32_t rack) const {
+Expected<std::vector<IpamSubnet>> Ipam::node_subnets(std::uint32_t rack) const {
   if (auto ok = check_rack(rack); !ok) return std::unexpected(ok.error());
   const std::uint64_t range = std::uint64_t{1} << config_.node_ipv4_range_size;
   const std::uint64_t block = node_base_ + range * config_.node_ip_per_node * rack;
-  std::vector<Subnet> out;
+  std::vector<IpamSubnet> out;
   for (std::uint32_t nic = 0; nic < config_.node_ip_per_node; ++nic) {
     out.push_back(subnet_of(static_cast<std::uint32_t>(block + nic * range),
                             config_.node_ipv4_range_mask, config_.node_gateway_offset));
@@ -381,7 +381,7 @@ Expected<std::vector<Subnet>> Ipam::node_subnets(std::uint32_t rack) const {
   return out;
 }
 
-Expected<Subnet> Ipam::bmc_subnet(std::uint32_t rack) const {
+Expected<IpamSubnet> Ipam::bmc_subnet(std::uint32_t rack) const {
   if (auto ok = check_rack(rack); !ok) return std::unexpected(ok.error());
   const std::uint64_t range = std::uint64_t{1} << config_.bmc_ipv4_range_size;
   return subnet_of(static_cast<std::uint32_t>(bmc_base_ + range * rack),

@@ -21,7 +21,8 @@ namespace neco::netboot {
 // IPv4 addresses are host-order integers here (arithmetic is the point); these convert.
 std::string format_ipv4(std::uint32_t ip);
 // Dotted quad, exactly four decimal parts 0..255 without leading zeros ("010" is refused).
-std::optional<std::uint32_t> parse_ipv4(std::string_view text);
+// (Not parse_ipv4: the DHCP engine's parse_ipv4 returns bytes, and both link into one binary.)
+std::optional<std::uint32_t> parse_ipv4_u32(std::string_view text);
 // The DHCP codec's byte order (network order, as on the wire).
 std::uint32_t ipv4_from_bytes(const std::array<std::uint8_t, 4>& bytes);
 std::array<std::uint8_t, 4> ipv4_to_bytes(std::uint32_t ip);
@@ -68,15 +69,17 @@ struct Interface {
 nlohmann::json to_json(const Interface& nic);
 Expected<Interface> interface_from_json(const nlohmann::json& j);
 
-struct Subnet {
+// A subnet with its gateway. (IpamSubnet, not Subnet: the DHCP engine has a Subnet of its own
+// in this namespace, and two classes of one name in one binary break the ODR.)
+struct IpamSubnet {
   std::uint32_t network = 0;
   std::uint32_t prefix_len = 0;
   std::uint32_t gateway = 0;
 
   std::uint32_t netmask() const { return prefix_mask(prefix_len); }
-  friend bool operator==(const Subnet&, const Subnet&) = default;
+  friend bool operator==(const IpamSubnet&, const IpamSubnet&) = default;
 };
-nlohmann::json to_json(const Subnet& subnet);
+nlohmann::json to_json(const IpamSubnet& subnet);
 
 // Addresses a DHCP server may lease dynamically: [first, first + count).
 struct LeaseRange {
@@ -94,7 +97,7 @@ nlohmann::json to_json(const LeaseRange& range);
 struct RackLocation {
   std::uint32_t rack = 0;
   std::uint32_t nic = 0;  // 0 .. node_ip_per_node - 1
-  Subnet subnet;
+  IpamSubnet subnet;
   LeaseRange leases;
   std::optional<std::uint32_t> index;  // set when the address is an index's static address
 
@@ -125,9 +128,9 @@ class Ipam {
   Expected<void> check_index(std::uint32_t index) const;
 
   // The rack's node subnets, one per NIC (node_ip_per_node of them).
-  Expected<std::vector<Subnet>> node_subnets(std::uint32_t rack) const;
+  Expected<std::vector<IpamSubnet>> node_subnets(std::uint32_t rack) const;
   // The rack's BMC subnet.
-  Expected<Subnet> bmc_subnet(std::uint32_t rack) const;
+  Expected<IpamSubnet> bmc_subnet(std::uint32_t rack) const;
   // Static addresses of (rack, index): one per NIC, and the BMC's.
   Expected<std::vector<Interface>> node_addresses(std::uint32_t rack, std::uint32_t index) const;
   Expected<Interface> bmc_address(std::uint32_t rack, std::uint32_t index) const;

@@ -463,7 +463,7 @@ Expected<MachineFilter> machine_filter_from_params(
             shown(value))));
       }
     } else if (key == "address") {
-      f.address = parse_ipv4(value);
+      f.address = parse_ipv4_u32(value);
       if (!f.address) {
         return std::unexpected(
             bad(fmt::format("address: {} is not an IPv4 address", shown(value))));

@@ -162,11 +162,11 @@ TEST_CASE("Inventory queries with filters", "[netboot][inventory]") {
   CHECK(f.serials({.serial = "n2"}) == V{"n2"});
   CHECK(f.serials({.serial = "n2", .rack = 1}).empty());
   CHECK(f.serials({.serial = "nope"}).empty());
-  CHECK(f.serials({.address = parse_ipv4("10.69.0.196")}) == V{"n3"});  // rack 1 index 4
-  CHECK(f.serials({.address = parse_ipv4("10.69.0.195")}) == V{"b1"});  // rack 1 boot: 192 + 3
-  CHECK(f.serials({.address = parse_ipv4("10.72.17.37")}) == V{});      // rack 1 index 5: free
-  CHECK(f.serials({.address = parse_ipv4("10.72.17.36")}) == V{"n3"});  // rack 1 index 4's BMC
-  CHECK(f.serials({.address = parse_ipv4("10.69.0.68")}) == V{"n1"});   // n1's second NIC
+  CHECK(f.serials({.address = parse_ipv4_u32("10.69.0.196")}) == V{"n3"});  // rack 1 index 4
+  CHECK(f.serials({.address = parse_ipv4_u32("10.69.0.195")}) == V{"b1"});  // rack 1 boot: 192 + 3
+  CHECK(f.serials({.address = parse_ipv4_u32("10.72.17.37")}) == V{});      // rack 1 index 5: free
+  CHECK(f.serials({.address = parse_ipv4_u32("10.72.17.36")}) == V{"n3"});  // rack 1 index 4's BMC
+  CHECK(f.serials({.address = parse_ipv4_u32("10.69.0.68")}) == V{"n1"});   // n1's second NIC
   auto by_params = machine_filter_from_params({{"rack", "0"}, {"labels", "zone=a"}});
   REQUIRE(by_params);
   CHECK(f.serials(*by_params) == V{"n2"});

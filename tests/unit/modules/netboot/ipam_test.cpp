@@ -26,7 +26,7 @@ Ipam make(const IpamConfig& c) {
 }
 
 std::uint32_t ip(const char* text) {
-  auto v = parse_ipv4(text);
+  auto v = parse_ipv4_u32(text);
   if (!v) FAIL("bad test address " << text);
   return *v;
 }
@@ -42,13 +42,13 @@ std::vector<std::string> addresses(const std::vector<Interface>& nics) {
 }  // namespace
 
 TEST_CASE("IPv4 text and bytes", "[netboot][ipam]") {
-  CHECK(parse_ipv4("0.0.0.0") == 0U);
-  CHECK(parse_ipv4("255.255.255.255") == 0xffffffffU);
-  CHECK(parse_ipv4("10.69.0.197") == 0x0a4500c5U);
+  CHECK(parse_ipv4_u32("0.0.0.0") == 0U);
+  CHECK(parse_ipv4_u32("255.255.255.255") == 0xffffffffU);
+  CHECK(parse_ipv4_u32("10.69.0.197") == 0x0a4500c5U);
   for (const char* bad : {"", "1.2.3", "1.2.3.4.5", "256.0.0.1", "01.2.3.4", "1.2.3.4 ", " 1.2.3.4",
                           "1..2.3", "a.b.c.d", "1.2.3.-4", "1.2.3.4/24", "1234.1.1.1"}) {
     INFO(bad);
-    CHECK_FALSE(parse_ipv4(bad));
+    CHECK_FALSE(parse_ipv4_u32(bad));
   }
   CHECK(format_ipv4(0xffffffffU) == "255.255.255.255");
   CHECK(format_ipv4(0) == "0.0.0.0");
@@ -117,10 +117,10 @@ TEST_CASE("IPAM subnets, lease ranges and locating an address", "[netboot][ipam]
   auto subnets = ipam.node_subnets(1);
   REQUIRE(subnets);
   REQUIRE(subnets->size() == 3);
-  CHECK((*subnets)[0] == Subnet{ip("10.69.0.192"), 26, ip("10.69.0.193")});
-  CHECK((*subnets)[1] == Subnet{ip("10.69.1.0"), 26, ip("10.69.1.1")});
-  CHECK((*subnets)[2] == Subnet{ip("10.69.1.64"), 26, ip("10.69.1.65")});
-  CHECK(ipam.bmc_subnet(7) == Subnet{ip("10.72.16.0"), 20, ip("10.72.16.1")});
+  CHECK((*subnets)[0] == IpamSubnet{ip("10.69.0.192"), 26, ip("10.69.0.193")});
+  CHECK((*subnets)[1] == IpamSubnet{ip("10.69.1.0"), 26, ip("10.69.1.1")});
+  CHECK((*subnets)[2] == IpamSubnet{ip("10.69.1.64"), 26, ip("10.69.1.65")});
+  CHECK(ipam.bmc_subnet(7) == IpamSubnet{ip("10.72.16.0"), 20, ip("10.72.16.1")});
 
   // Leases: just above the last index (offset 31) up to the range's second-last address
   // (offset 62): 32 addresses.
