@@ -8,6 +8,7 @@
 #include "agent/module/registry.hpp"
 #include "agent/store/election.hpp"
 #include "modules/netboot/dhcp_server.hpp"
+#include "modules/netboot/inventory_routes.hpp"
 #include "modules/netboot/tftp_server.hpp"
 
 namespace neco::netboot {
@@ -141,6 +142,8 @@ Expected<void> NetbootModule::configure(const config::Section& section) {
 }
 
 void NetbootModule::add_routes(ModuleRoutes& routes) {
+  add_inventory_routes(
+      routes, {.inventory = [this] { return inventory_; }, .workers = [this] { return workers_; }});
   (void)routes.add("leases", "DHCP leases of this controller's table (the leader's is current)",
                    [this](http::Request&) -> boost::asio::awaitable<http::Response> {
                      nlohmann::json list = nlohmann::json::array();
@@ -161,6 +164,8 @@ void NetbootModule::add_routes(ModuleRoutes& routes) {
 Expected<void> NetbootModule::start(ModuleContext& context) {
   live_ = pending_;
   problem_.clear();
+  if (context.store() != nullptr) inventory_ = make_inventory(*context.store());
+  workers_ = &context.workers();
   if (live_.dhcp.enabled) {
     if (context.store() == nullptr) {
       return fail(Errc::failed_precondition,
@@ -257,6 +262,8 @@ void NetbootModule::stop() {
   tftp_io_.reset();
   if (dhcp_) dhcp_->stop();
   dhcp_.reset();
+  workers_ = nullptr;
+  inventory_.reset();
   running_ = false;
 }
 

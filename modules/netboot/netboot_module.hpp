@@ -13,9 +13,14 @@
 #include "agent/module/module.hpp"
 #include "modules/netboot/dhcp_engine.hpp"
 
+namespace neco {
+class WorkerPool;
+}
+
 namespace neco::netboot {
 
 class DhcpServer;
+class Inventory;
 namespace tftp {
 class TftpServer;
 }
@@ -86,6 +91,10 @@ class NetbootModule final : public Module {
   std::unique_ptr<tftp::TftpServer> tftp_;
   std::thread tftp_thread_;
   metrics::CollectorHandle tftp_metrics_;
+  // The machine inventory behind the admin routes (controllers only), and the pool they run
+  // its store calls on; both set by start, cleared by stop (inventory_routes.hpp).
+  std::shared_ptr<Inventory> inventory_;
+  WorkerPool* workers_ = nullptr;
   std::string problem_;
   bool running_ = false;
 };
