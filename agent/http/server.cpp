@@ -34,10 +34,12 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
 #include <concepts>
 #include <exception>
 #include <filesystem>
 #include <mutex>
+#include <span>
 #include <unordered_set>
 #include <vector>
 
@@ -250,6 +252,8 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   template <class Stream>
   asio::awaitable<bool> send(Session<Stream>& session, unsigned version, Verb method, Response res,
                              bool keep_alive);
+  template <class Stream>
+  asio::awaitable<bool> send_file(Session<Stream>& session, const FileBody& body);
   asio::awaitable<void> linger_close(PlainStream& transport);
   Expected<Tcp::endpoint> listen_inet(std::string_view address, std::uint16_t port, bool tls);
 
@@ -573,15 +577,26 @@ asio::awaitable<bool> Server::Impl::serve_one(Session<Stream>& session, beast::f
 template <class Stream>
 asio::awaitable<bool> Server::Impl::send(Session<Stream>& session, unsigned version, Verb method,
                                          Response res, bool keep_alive) {
+  if (res.file && (!res.file->file || !res.body.empty())) {
+    logger.error("Failed to send a response to {}: the handler set {}", session.peer,
+                 res.file->file ? "both a body and a file" : "a file body without a file");
+    res = Response::error(Status::internal_server_error, "internal", "handler failed");
+  }
   count_response(res.status);
   bhttp::response<bhttp::string_body> out{res.status, version};
   out.set(bhttp::field::server, "neco");
-  out.set(bhttp::field::content_type, res.content_type);
+  if (!res.content_type.empty()) out.set(bhttp::field::content_type, res.content_type);
   for (auto& [name, value] : res.headers)
     out.insert(name, value);
-  // HEAD: the same headers as GET, including the length the body would have, and no body.
-  out.content_length(res.body.size());
-  if (method != Verb::head) out.body() = std::move(res.body);
+  // 1xx, 204 and 304 have no payload, and no Content-Length either (RFC 9110 §8.6).
+  const auto code = static_cast<unsigned>(res.status);
+  const bool has_payload =
+      code >= 200 && res.status != Status::no_content && res.status != Status::not_modified;
+  // HEAD: the same headers as GET, including the length the body would have, and no body. A file
+  // body goes out after the header (below), so the header is written alone with its length.
+  const bool send_payload = has_payload && method != Verb::head;
+  if (has_payload) out.content_length(res.file ? res.file->length : res.body.size());
+  if (send_payload && !res.file) out.body() = std::move(res.body);
   out.keep_alive(keep_alive);
   error_code ec;
   session.transport().expires_after(limits.write_timeout);
@@ -593,7 +608,52 @@ asio::awaitable<bool> Server::Impl::send(Session<Stream>& session, unsigned vers
     }
     co_return false;
   }
+  if (send_payload && res.file && !co_await send_file(session, *res.file)) co_return false;
   co_return keep_alive;
+}
+
+// Streams a file region after its header: pread() into one bounded buffer, write, repeat. Each
+// chunk gets a fresh write_timeout, so the bound scales with the size: a reader slower than one
+// chunk per write_timeout is cut off, a steady one may take as long as the file needs. The reads
+// are synchronous: boot images are read sequentially and mostly from the page cache. Returns
+// false when the connection must end (including a file that ends early: its Content-Length was
+// promised, so only a close tells the client).
+template <class Stream>
+asio::awaitable<bool> Server::Impl::send_file(Session<Stream>& session, const FileBody& body) {
+  // Small enough that thousands of concurrent boot downloads cost little memory, large enough
+  // to keep syscalls and TLS records efficient.
+  static constexpr std::uint64_t chunk_bytes = 64UL * 1024;
+  std::vector<char> chunk(static_cast<std::size_t>(std::min(chunk_bytes, body.length)));
+  std::uint64_t offset = body.offset;
+  std::uint64_t left = body.length;
+  error_code ec;
+  while (left > 0) {
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), left));
+    const auto got = body.file->read_at(std::span<char>(chunk.data(), want), offset);
+    if (!got) {
+      logger.error("Failed to send a file to {}: {}", session.peer, got.error().message);
+      co_return false;
+    }
+    if (*got == 0) {
+      logger.warning("Failed to send a file to {}: it ended {} bytes before the promised length",
+                     session.peer, left);
+      co_return false;
+    }
+    const char* data = chunk.data();  // a const buffer: the same write instantiation as above
+    session.transport().expires_after(limits.write_timeout);
+    co_await asio::async_write(session.stream, asio::buffer(data, *got),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == beast::error::timeout) {
+        stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+        logger.debug("Dropped {}: file write deadline", session.peer);
+      }
+      co_return false;
+    }
+    offset += *got;
+    left -= *got;
+  }
+  co_return true;
 }
 
 // After an error response, half-close and drain what the client is still sending for a moment:

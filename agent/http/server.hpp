@@ -1,7 +1,8 @@
 // The HTTP/1.1 server behind the local admin endpoint, the metrics listener and the cluster API:
 // TCP, unix and TLS (optionally mutual) listeners, keep-alive, hard limits and deadlines against
-// slow or hostile clients, and a graceful stop. Beast and OpenSSL stay inside server.cpp so users
-// of this header compile quickly.
+// slow or hostile clients, and a graceful stop. Responses carry a string or stream a region of an
+// open file (boot images) in bounded chunks, GET and HEAD alike on every listener. Beast and
+// OpenSSL stay inside server.cpp so users of this header compile quickly.
 #pragma once
 
 #include <utility>  // Boost 1.74's awaitable.hpp uses std::exchange without including it
@@ -35,8 +36,11 @@ struct ServerLimits {
   std::chrono::milliseconds header_timeout{10'000};  // whole request header, from first byte
   std::chrono::milliseconds body_timeout{30'000};    // whole request body, after the header
   std::chrono::milliseconds idle_timeout{60'000};    // keep-alive wait for the next request
-  std::chrono::milliseconds write_timeout{10'000};   // whole response write
-  std::chrono::milliseconds linger_timeout{1'000};   // draining input before an error close
+  // Whole response write for an in-memory body. A file body (Response::file) is streamed in
+  // 64 KiB chunks, each under its own write_timeout: the bound grows with the file, and a client
+  // reading slower than 64 KiB per write_timeout (or not at all) is cut off.
+  std::chrono::milliseconds write_timeout{10'000};
+  std::chrono::milliseconds linger_timeout{1'000};  // draining input before an error close
 };
 
 // Counters for the metrics the lead publishes; updated with relaxed atomics.

@@ -24,7 +24,9 @@
 #include <thread>
 
 #include "agent/cluster/pki.hpp"
+#include "agent/http/file_response.hpp"
 #include "agent/http/server.hpp"
+#include "tests/unit/agent/http/file_test_support.hpp"
 #include "tests/unit/agent/http/raw_client.hpp"
 #include "tests/unit/agent/http/server_fixture.hpp"
 
@@ -106,6 +108,8 @@ class Https {
   // CURL_SSLVERSION_* minimum and CURL_SSLVERSION_MAX_* maximum.
   void tls_versions(long min, long max) { versions_ = min | max; }
   void cipher_list(std::string list) { ciphers_ = std::move(list); }
+  // Asks for this byte range ("100-199") from now on; empty for the whole resource.
+  void range(std::string r) { range_ = std::move(r); }
 
   CurlReply get(std::uint16_t port, const std::string& path) {
     CurlReply r;
@@ -125,6 +129,7 @@ class Https {
     }
     curl_easy_setopt(h_, CURLOPT_SSLVERSION, versions_);
     if (!ciphers_.empty()) curl_easy_setopt(h_, CURLOPT_SSL_CIPHER_LIST, ciphers_.c_str());
+    curl_easy_setopt(h_, CURLOPT_RANGE, range_.empty() ? nullptr : range_.c_str());
     curl_easy_setopt(h_, CURLOPT_ERRORBUFFER, error);
     curl_easy_setopt(h_, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h_, CURLOPT_TIMEOUT_MS, 10'000L);
@@ -160,6 +165,7 @@ class Https {
   std::optional<pki::CertPem> client_;
   long versions_ = CURL_SSLVERSION_DEFAULT;
   std::string ciphers_;
+  std::string range_;
   CurlReply* current_ = nullptr;
 };
 
@@ -168,8 +174,25 @@ asio::awaitable<void> pause_for(std::chrono::milliseconds d) {
   co_await t.async_wait(asio::use_awaitable);
 }
 
+// A file of random bytes for the whole run, served by /file.
+struct TestFile {
+  neco::testing::TempDir dir;
+  std::string content = neco::testing::random_bytes(std::size_t{2} * 1024 * 1024 + 4321, 11);
+  TestFile() { neco::testing::write_file(dir / "boot.img", content); }
+};
+const TestFile& test_file() {
+  static const TestFile f;
+  return f;
+}
+
 std::shared_ptr<const http::Router> make_router(std::atomic<int>& slow_started) {
   auto r = std::make_shared<http::Router>();
+  auto file = r->add("/file", "a file body over TLS",
+                     [](http::Request& req) -> asio::awaitable<http::Response> {
+                       co_return http::file_response(req, test_file().dir / "boot.img",
+                                                     "application/octet-stream");
+                     });
+  REQUIRE(file);
   auto whoami =
       r->add("/whoami", "who the server thinks we are",
              [](http::Request& req) -> asio::awaitable<http::Response> {
@@ -242,6 +265,36 @@ TEST_CASE("TLS listener serves HTTPS without client certificates", "[http][tls]"
   REQUIRE(r.code == CURLE_OK);
   CHECK(r.json()["identity"] == "");
   CHECK(wait_for([&] { return f.stats().requests(2) == 4; }));
+}
+
+TEST_CASE("TLS listener streams file bodies and keeps the connection", "[http][tls][file]") {
+  Fixture f(server_tls());
+  Https c(certs().ca.cert_pem);
+  const auto& content = test_file().content;
+  auto r = c.get(f.port, "/file");
+  INFO(r.error);
+  REQUIRE(r.code == CURLE_OK);
+  CHECK(r.status == 200);
+  CHECK(r.body == content);
+  CHECK(r.new_connections == 1);
+  // A range, then the whole file again, on the same TLS connection.
+  c.range("1000000-1099999");
+  r = c.get(f.port, "/file");
+  REQUIRE(r.code == CURLE_OK);
+  CHECK(r.status == 206);
+  CHECK(r.body == content.substr(1000000, 100000));
+  CHECK(r.new_connections == 0);
+  c.range("-10");
+  r = c.get(f.port, "/file");
+  REQUIRE(r.code == CURLE_OK);
+  CHECK(r.status == 206);
+  CHECK(r.body == content.substr(content.size() - 10));
+  c.range("");
+  r = c.get(f.port, "/file");
+  REQUIRE(r.code == CURLE_OK);
+  CHECK(r.body == content);
+  CHECK(r.new_connections == 0);
+  CHECK(f.stats().timeouts == 0);
 }
 
 TEST_CASE("Mutual TLS gives handlers the verified client identity", "[http][tls]") {
