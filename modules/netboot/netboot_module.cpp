@@ -2,12 +2,23 @@
 
 #include <fmt/format.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include "agent/http/request.hpp"
 #include "agent/http/response.hpp"
 #include "agent/module/context.hpp"
 #include "agent/module/registry.hpp"
+#include "agent/runtime/worker_pool.hpp"
 #include "agent/store/election.hpp"
+#include "modules/netboot/boot_server.hpp"
 #include "modules/netboot/dhcp_server.hpp"
+#include "modules/netboot/health_feed.hpp"
+#include "modules/netboot/inventory.hpp"
 #include "modules/netboot/inventory_routes.hpp"
 #include "modules/netboot/tftp_server.hpp"
 
@@ -77,13 +88,29 @@ const config::Schema<NetbootConfig>& netboot_schema() {
     tftp.field("max_blksize", &TftpSection::max_blksize,
                "largest block size granted (1468 fits a 1500-byte MTU)",
                {.min = 512, .max = 65464});
+    config::Schema<HttpSection> http;
+    http.field("enabled", &HttpSection::enabled,
+               "run the boot HTTP server (iPXE scripts, assets, boot configs; controllers)");
+    http.field("address", &HttpSection::address, "IP address to listen on");
+    http.field("port", &HttpSection::port, "TCP port", {.min = 0, .max = 65535});
+    http.field("url", &HttpSection::url,
+               "URL machines reach this server by (empty: http://ADDRESS:PORT, or this host's "
+               "first non-loopback address when ADDRESS is 0.0.0.0)",
+               {.check = [](const std::string& u) {
+                 return u.empty() || u.starts_with("http://") ? std::string()
+                                                              : "must start with http://";
+               }});
+    http.field("max_connections", &HttpSection::max_connections, "concurrent connections",
+               {.min = 1, .max = 1'000'000});
     config::Schema<BootConfig> boot;
     boot.field("ipxe_script_url", &BootConfig::ipxe_script_url,
-               "script URL for clients already running iPXE");
+               "script URL for clients already running iPXE (empty: the boot server's "
+               "/boot/ipxe.ipxe)");
     boot.field("tftp_bios", &BootConfig::tftp_bios, "TFTP file for BIOS PXE");
     boot.field("tftp_efi_x64", &BootConfig::tftp_efi_x64, "TFTP file for x64 UEFI PXE");
     boot.field("tftp_efi_arm64", &BootConfig::tftp_efi_arm64, "TFTP file for arm64 UEFI PXE");
-    boot.field("http_efi_x64_url", &BootConfig::http_efi_x64_url, "URL for x64 UEFI HTTP boot");
+    boot.field("http_efi_x64_url", &BootConfig::http_efi_x64_url,
+               "URL for x64 UEFI HTTP boot (empty: the boot server's /boot/ipxe.efi)");
     boot.field("http_efi_arm64_url", &BootConfig::http_efi_arm64_url,
                "URL for arm64 UEFI HTTP boot");
     boot.field("http_efi_ia32_url", &BootConfig::http_efi_ia32_url,
@@ -91,6 +118,7 @@ const config::Schema<NetbootConfig>& netboot_schema() {
     config::Schema<NetbootConfig> s;
     s.section("dhcp", &NetbootConfig::dhcp, dhcp, "DHCPv4 server");
     s.section("tftp", &NetbootConfig::tftp, tftp, "TFTP server for PXE firmware");
+    s.section("http", &NetbootConfig::http, http, "boot HTTP server for iPXE and UEFI HTTP boot");
     s.section("boot", &NetbootConfig::boot, boot, "what booting clients are told to load");
     return s;
   }();
@@ -164,27 +192,74 @@ void NetbootModule::add_routes(ModuleRoutes& routes) {
 Expected<void> NetbootModule::start(ModuleContext& context) {
   live_ = pending_;
   problem_.clear();
+  context_ = &context;
   if (context.store() != nullptr) inventory_ = make_inventory(*context.store());
   workers_ = &context.workers();
+  if (live_.http.enabled) {
+    if (inventory_ == nullptr) {
+      return fail(Errc::failed_precondition,
+                  "netboot's boot HTTP server runs on controllers (it reads the inventory); "
+                  "set controller: true or http.enabled: false");
+    }
+    BootServerOptions b;
+    b.address = live_.http.address;
+    b.port = static_cast<std::uint16_t>(live_.http.port);
+    b.max_connections = static_cast<std::size_t>(live_.http.max_connections);
+    b.ipxe_files = tftp::debian_ipxe_files();
+    BootSources sources;
+    sources.machine = [inv = inventory_.get()](std::string_view serial) {
+      return inv->get(serial);
+    };
+    sources.boot_template = [inv = inventory_.get()](std::string_view role) {
+      return inv->get_template(role);
+    };
+    // The port is known only once bound (port 0 in tests), and the URL goes into the router.
+    b.url = live_.http.url;
+    auto router = boot_router(b, sources, context.workers());
+    if (!router) return std::unexpected(router.error());
+    boot_ = std::make_unique<BootServer>(context.executor(), b, *router);
+    auto bound = boot_->start();
+    if (!bound) {
+      boot_.reset();
+      return std::unexpected(bound.error());
+    }
+    boot_url_ = live_.http.url.empty() ? default_boot_url(live_.http.address, bound->port())
+                                       : live_.http.url;
+    if (live_.http.url.empty()) {
+      b.url = boot_url_;
+      auto with_url = boot_router(b, std::move(sources), context.workers());
+      if (!with_url) return std::unexpected(with_url.error());
+      boot_->set_router(*with_url);
+    }
+    boot_metrics_ = context.metrics().add_collector(
+        [this](std::vector<metrics::MetricFamily>& out) { boot_->collect(out); });
+  }
   if (live_.dhcp.enabled) {
     if (context.store() == nullptr) {
       return fail(Errc::failed_precondition,
                   "netboot's DHCP server runs on controllers (it keeps leases in the store); "
                   "set controller: true or dhcp.enabled: false");
     }
+    // Unset boot URLs point at this controller's boot server.
+    auto engine = *engine_config(live_, "modules.netboot");
+    if (!boot_url_.empty()) {
+      if (engine.boot.ipxe_script_url.empty()) {
+        engine.boot.ipxe_script_url = boot_url_ + "/boot/ipxe.ipxe";
+      }
+      if (engine.boot.http_efi_x64_url.empty()) {
+        engine.boot.http_efi_x64_url = boot_url_ + "/boot/ipxe.efi";
+      }
+    }
     DhcpServerOptions o;
     o.address = live_.dhcp.address;
     o.port = static_cast<std::uint16_t>(live_.dhcp.port);
     o.interface = live_.dhcp.interface;
     // configure() accepted this config, so the engine config derives from it without error.
-    dhcp_ = std::make_unique<DhcpServer>(*engine_config(live_, "modules.netboot"), o,
-                                         *context.store(), context.election(), context.metrics());
+    dhcp_ = std::make_unique<DhcpServer>(std::move(engine), o, *context.store(), context.election(),
+                                         context.metrics());
     if (auto ok = dhcp_->start(); !ok) {
       dhcp_.reset();
       return ok;
-    }
-    if (auto* el = context.election(); el != nullptr && el->current().is_leader) {
-      dhcp_->on_leader(el->current().term);
     }
   }
   if (live_.tftp.enabled) {
@@ -242,15 +317,68 @@ Expected<void> NetbootModule::start(ModuleContext& context) {
     });
   }
   running_ = true;
+  if (auto* el = context.election(); el != nullptr && el->current().is_leader) {
+    on_leader(el->current().term);
+  }
   return {};
 }
 
+struct NetbootModule::Feed {
+  std::atomic<bool> running{true};
+  boost::asio::steady_timer timer;
+  explicit Feed(const boost::asio::any_io_executor& ex) : timer(ex) {}
+};
+
+namespace {
+
+// Every `interval` while `feed` runs: one feed_machine_states pass on the worker pool, its
+// writes fenced by the leader's term.
+boost::asio::awaitable<void> feed_loop(std::shared_ptr<NetbootModule::Feed> feed,
+                                       std::shared_ptr<Inventory> fenced, store::Store* store,
+                                       WorkerPool* workers, std::chrono::milliseconds interval) {
+  log::Logger logger("netboot");
+  while (feed->running.load()) {
+    feed->timer.expires_after(interval);
+    boost::system::error_code ec;
+    co_await feed->timer.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+    if (!feed->running.load()) break;
+    // By value: a pass that outlives its deadline still owns what it uses.
+    auto r = co_await workers->run([store, fenced] { return feed_machine_states(*store, *fenced); },
+                                   std::chrono::seconds(30));
+    if (!r) logger.warning("machine health feed: {}", r.error().message);
+  }
+}
+
+}  // namespace
+
 void NetbootModule::on_leader(std::int64_t term) {
   if (dhcp_) dhcp_->on_leader(term);
+  stop_feed();
+  auto* el = context_ != nullptr ? context_->election() : nullptr;
+  if (inventory_ == nullptr || el == nullptr) return;
+  InventoryOptions o;
+  o.txn = [el](const store::Txn& t) { return el->fenced_txn(t); };
+  auto fenced = std::make_shared<Inventory>(*context_->store(), std::move(o));
+  feed_ = std::make_shared<Feed>(context_->executor());
+  const auto interval = std::chrono::duration_cast<std::chrono::milliseconds>(
+      context_->core().cluster.heartbeat_interval);
+  boost::asio::co_spawn(
+      context_->executor(),
+      feed_loop(feed_, std::move(fenced), context_->store(), &context_->workers(), interval),
+      boost::asio::detached);
 }
 
 void NetbootModule::on_follower() {
   if (dhcp_) dhcp_->on_follower();
+  stop_feed();
+}
+
+void NetbootModule::stop_feed() {
+  if (!feed_) return;
+  feed_->running.store(false);
+  // Timers are not thread safe: cancel on the executor the loop runs on.
+  boost::asio::post(feed_->timer.get_executor(), [f = feed_] { f->timer.cancel(); });
+  feed_.reset();
 }
 
 void NetbootModule::stop() {
@@ -260,10 +388,15 @@ void NetbootModule::stop() {
   if (tftp_thread_.joinable()) tftp_thread_.join();
   tftp_.reset();
   tftp_io_.reset();
+  stop_feed();
   if (dhcp_) dhcp_->stop();
   dhcp_.reset();
+  boot_metrics_.reset();
+  if (boot_) boot_->stop();
+  boot_.reset();
   workers_ = nullptr;
   inventory_.reset();
+  context_ = nullptr;
   running_ = false;
 }
 

@@ -19,6 +19,7 @@ class WorkerPool;
 
 namespace neco::netboot {
 
+class BootServer;
 class DhcpServer;
 class Inventory;
 namespace tftp {
@@ -54,9 +55,18 @@ struct TftpSection {
   std::int64_t max_blksize = 1468;
 };
 
+struct HttpSection {
+  bool enabled = true;
+  std::string address = "0.0.0.0";
+  std::int64_t port = 10080;
+  std::string url;  // how machines reach this controller; empty: derived (default_boot_url)
+  std::int64_t max_connections = 4096;
+};
+
 struct NetbootConfig {
   DhcpSection dhcp;
   TftpSection tftp;
+  HttpSection http;
   BootConfig boot;
 };
 
@@ -81,9 +91,22 @@ class NetbootModule final : public Module {
   Health health() const override;
   nlohmann::json effective_config() const override;
 
+  // The leader's health feed (health_feed.hpp): a loop on the executor that holds only this.
+  struct Feed;
+
  private:
   NetbootConfig pending_;
   NetbootConfig live_;
+  ModuleContext* context_ = nullptr;  // while running
+  // The machine inventory behind the admin routes and the boot server (controllers only), and
+  // the pool they run its store calls on; both set by start, cleared by stop.
+  std::shared_ptr<Inventory> inventory_;
+  WorkerPool* workers_ = nullptr;
+  std::shared_ptr<Feed> feed_;
+  void stop_feed();
+  std::unique_ptr<BootServer> boot_;
+  metrics::CollectorHandle boot_metrics_;
+  std::string boot_url_;
   std::unique_ptr<DhcpServer> dhcp_;
   // TFTP runs on every controller (it is stateless), on an event loop of its own so file reads
   // never hold up the agent's.
@@ -91,10 +114,6 @@ class NetbootModule final : public Module {
   std::unique_ptr<tftp::TftpServer> tftp_;
   std::thread tftp_thread_;
   metrics::CollectorHandle tftp_metrics_;
-  // The machine inventory behind the admin routes (controllers only), and the pool they run
-  // its store calls on; both set by start, cleared by stop (inventory_routes.hpp).
-  std::shared_ptr<Inventory> inventory_;
-  WorkerPool* workers_ = nullptr;
   std::string problem_;
   bool running_ = false;
 };
