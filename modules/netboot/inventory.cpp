@@ -166,11 +166,11 @@ Expected<std::optional<KeyValue>> Inventory::read(const std::string& key) {
   return std::unexpected(kv.error());
 }
 
-void Inventory::add_audit(store::Txn& txn, std::string_view who, std::string_view action,
-                          std::string_view serial, json before, json after) {
-  const auto t = now();
-  auto key = fmt::format("{}{}-{:08x}", audit_prefix(), audit_time(to_unix_us(t)), random_u32());
-  const json entry{{"time", to_unix(t)},
+void add_audit_entry(store::Txn& txn, std::string_view audit_prefix,
+                     std::chrono::system_clock::time_point now, std::string_view who,
+                     std::string_view action, std::string_view serial, json before, json after) {
+  auto key = fmt::format("{}{}-{:08x}", audit_prefix, audit_time(to_unix_us(now)), random_u32());
+  const json entry{{"time", to_unix(now)},
                    {"who", who},
                    {"action", action},
                    {"serial", serial},
@@ -180,6 +180,12 @@ void Inventory::add_audit(store::Txn& txn, std::string_view who, std::string_vie
   // the caller's next round picks a new key.
   txn.compares.push_back(Compare::version(key, CompareOp::equal, 0));
   txn.success.push_back(Op::make_put(std::move(key), entry.dump()));
+}
+
+void Inventory::add_audit(store::Txn& txn, std::string_view who, std::string_view action,
+                          std::string_view serial, json before, json after) {
+  add_audit_entry(txn, audit_prefix(), now(), who, action, serial, std::move(before),
+                  std::move(after));
 }
 
 // ---- IPAM

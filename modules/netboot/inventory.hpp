@@ -62,6 +62,15 @@ Expected<AuditQuery> audit_query_from_params(const std::map<std::string, std::st
 // deposed leader's writes fail (that failure comes back as the method's error).
 using TxnRunner = std::function<Expected<store::TxnResponse>(const store::Txn&)>;
 
+// Adds one audit entry (at `now`, under `audit_prefix`) to `txn` with a compare that its key is
+// still free, in the format Inventory::audit reads. For the other netboot records (boot assets)
+// so their mutations land in the same log, in the same txn as the change. `serial` is empty when
+// the entry is not about a machine.
+void add_audit_entry(store::Txn& txn, std::string_view audit_prefix,
+                     std::chrono::system_clock::time_point now, std::string_view who,
+                     std::string_view action, std::string_view serial, nlohmann::json before,
+                     nlohmann::json after);
+
 struct InventoryOptions {
   std::string prefix = "/neco/netboot/";
   TxnRunner txn;                                                 // empty: store.txn
