@@ -51,23 +51,24 @@ struct Routes {
     BootTemplate tpl;
   };
   boost::asio::awaitable<Expected<Found>> find(std::string serial) const {
-    auto sources_copy = sources;
-    co_return co_await workers->run(
-        [s = std::move(sources_copy), serial = std::move(serial)]() -> Expected<Found> {
-          auto m = s.machine(serial);
-          if (!m) return std::unexpected(m.error());
-          auto t = s.boot_template(m->role);
-          if (!t) {
-            if (t.error().code == Errc::not_found) {
-              return fail(
-                  Errc::failed_precondition,
-                  fmt::format("no boot template for role {} of machine {}", m->role, m->serial));
-            }
-            return std::unexpected(t.error());
-          }
-          return Found{std::move(*m), std::move(*t)};
-        },
-        kStoreDeadline);
+    // A named job, not a lambda inside the co_await expression: GCC 12 destroys the captures of
+    // such a temporary twice.
+    auto job = [s = sources, serial = std::move(serial)]() -> Expected<Found> {
+      auto m = s.machine(serial);
+      if (!m) return std::unexpected(m.error());
+      auto t = s.boot_template(m->role);
+      if (!t) {
+        if (t.error().code == Errc::not_found) {
+          return fail(
+              Errc::failed_precondition,
+              fmt::format("no boot template for role {} of machine {}", m->role, m->serial));
+        }
+        return std::unexpected(t.error());
+      }
+      return Found{std::move(*m), std::move(*t)};
+    };
+    auto found = co_await workers->run(std::move(job), kStoreDeadline);
+    co_return found;
   }
 
   boost::asio::awaitable<Response> machine_script(Request& req) const {

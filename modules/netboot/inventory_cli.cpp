@@ -536,6 +536,181 @@ int run_ipam(const std::vector<std::string>& args) {
   return cli::usage_error("ipam", "unknown action '" + action + "' (known: get, set)");
 }
 
+// ---- neco templates
+
+constexpr const char* kTemplatesSynopsis =
+    "templates list [--json]\n"
+    "       neco templates get ROLE [--json]\n"
+    "       neco templates set ROLE FILE        (a JSON boot template; - for stdin)\n"
+    "       neco templates set ROLE --config FILE --kind ignition|cloud-config --kernel ASSET\n"
+    "                          [--initrd ASSET]... [--cmdline TEXT]\n"
+    "       neco templates remove ROLE\n"
+    "       neco templates render SERIAL [--json]   (the machine's iPXE script and config)\n\n"
+    "Boot templates per machine role: kernel and initrd assets, kernel command line and the "
+    "boot config (Ignition or cloud-config) rendered with each machine's fields; a template "
+    "that does not render is refused (every action takes --admin URL | --socket PATH).";
+
+int templates_list(const std::vector<std::string>& args) {
+  po::options_description desc("Options");
+  desc.add_options()("json", "print the agent's JSON");
+  Parsed p;
+  int code = kOk;
+  if (!parse_action("templates", "list", "templates list [--json]", desc, {}, args, p, code)) {
+    return code;
+  }
+  auto doc = call(p.target, "GET", std::string(kRoot) + "templates");
+  if (!doc) return kFailed;
+  if (p.vm.count("json") != 0) {
+    print_json(*doc);
+    return kOk;
+  }
+  std::printf("%-16s %-13s %-24s %-32s %s\n", "ROLE", "KIND", "KERNEL", "INITRDS", "UPDATED");
+  for (const auto& t : doc->value("templates", json::array())) {
+    std::string initrds;
+    for (const auto& i : t.value("initrds", json::array()))
+      initrds += (initrds.empty() ? "" : ",") + i.get<std::string>();
+    std::printf("%-16s %-13s %-24s %-32s %s by %s\n", str(t, "role").c_str(),
+                str(t, "kind").c_str(), str(t, "kernel").c_str(), initrds.c_str(),
+                utc(t.value("updated", std::int64_t{0})).c_str(), str(t, "who").c_str());
+  }
+  return kOk;
+}
+
+int templates_get(const std::vector<std::string>& args) {
+  po::options_description desc("Options");
+  desc.add_options()("json", "print the agent's JSON");
+  Parsed p;
+  int code = kOk;
+  if (!parse_action("templates", "get", "templates get ROLE [--json]", desc,
+                    {{"role", "machine role"}}, args, p, code)) {
+    return code;
+  }
+  auto doc = call(p.target, "GET", std::string(kRoot) + "templates/" + encode(p.operands[0]));
+  if (!doc) return kFailed;
+  if (p.vm.count("json") != 0) {
+    print_json(*doc);
+    return kOk;
+  }
+  std::printf("role:    %s\nkind:    %s\nkernel:  %s\ncmdline: %s\n", str(*doc, "role").c_str(),
+              str(*doc, "kind").c_str(), str(*doc, "kernel").c_str(), str(*doc, "cmdline").c_str());
+  for (const auto& i : doc->value("initrds", json::array()))
+    std::printf("initrd:  %s\n", i.get<std::string>().c_str());
+  std::printf("updated: %s by %s\n--- config\n%s\n",
+              utc(doc->value("updated", std::int64_t{0})).c_str(), str(*doc, "who").c_str(),
+              str(*doc, "config").c_str());
+  return kOk;
+}
+
+int templates_set(const std::vector<std::string>& args) {
+  po::options_description desc("Options");
+  desc.add_options()("file", po::value<std::string>(), "a JSON boot template (- for stdin)")(
+      "config", po::value<std::string>(), "the boot config template file (instead of FILE)")(
+      "kind", po::value<std::string>(), "ignition or cloud-config (with --config)")(
+      "kernel", po::value<std::string>(), "kernel asset name (with --config)")(
+      "initrd", po::value<std::vector<std::string>>(), "initrd asset name, in order (repeat)")(
+      "cmdline", po::value<std::string>()->default_value(""), "kernel parameters (a template)");
+  po::positional_options_description pos;
+  pos.add("role", 1).add("file", 1);
+  desc.add_options()("role", po::value<std::string>(), "machine role");
+  cli::add_target_options(desc);
+  po::variables_map vm;
+  int code = kOk;
+  const char* synopsis =
+      "templates set ROLE FILE\n       neco templates set ROLE --config FILE --kind KIND "
+      "--kernel ASSET [--initrd ASSET]... [--cmdline TEXT]\n\nStores ROLE's boot template; "
+      "the agent renders it against a sample machine first and refuses it with the reason.";
+  if (!cli::parse("templates set", synopsis, desc, &pos, args, vm, code)) return code;
+  if (vm.count("role") == 0) return cli::usage_error("templates set", "ROLE is missing");
+  const auto role = vm["role"].as<std::string>();
+  json doc;
+  if (vm.count("file") != 0) {
+    if (vm.count("config") != 0) {
+      return cli::usage_error("templates set", "give FILE or --config, not both");
+    }
+    auto j = read_json_file("templates set", vm["file"].as<std::string>());
+    if (!j) return kFailed;
+    doc = std::move(*j);
+  } else {
+    if (vm.count("config") == 0 || vm.count("kind") == 0 || vm.count("kernel") == 0) {
+      return cli::usage_error("templates set", "FILE, or --config with --kind and --kernel");
+    }
+    std::ifstream in(vm["config"].as<std::string>(), std::ios::binary);
+    if (!in) {
+      std::fprintf(stderr, "neco templates set: cannot read %s\n",
+                   vm["config"].as<std::string>().c_str());
+      return kFailed;
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    doc = {{"kind", vm["kind"].as<std::string>()},
+           {"config", text.str()},
+           {"kernel", vm["kernel"].as<std::string>()},
+           {"initrds", strings(vm, "initrd")},
+           {"cmdline", vm["cmdline"].as<std::string>()}};
+  }
+  if (!call(cli::target_from(vm), "PUT", std::string(kRoot) + "templates/" + encode(role),
+            doc.dump())) {
+    return kFailed;
+  }
+  std::printf("template of role %s stored\n", role.c_str());
+  return kOk;
+}
+
+int templates_remove(const std::vector<std::string>& args) {
+  po::options_description desc("Options");
+  Parsed p;
+  int code = kOk;
+  if (!parse_action("templates", "remove", "templates remove ROLE", desc,
+                    {{"role", "machine role"}}, args, p, code)) {
+    return code;
+  }
+  if (!call(p.target, "DELETE", std::string(kRoot) + "templates/" + encode(p.operands[0]))) {
+    return kFailed;
+  }
+  std::printf("template of role %s removed\n", p.operands[0].c_str());
+  return kOk;
+}
+
+int templates_render(const std::vector<std::string>& args) {
+  po::options_description desc("Options");
+  desc.add_options()("json", "print the agent's JSON");
+  Parsed p;
+  int code = kOk;
+  if (!parse_action("templates", "render",
+                    "templates render SERIAL [--json]\n\nWhat the machine gets when it boots: "
+                    "its iPXE script and its rendered boot config.",
+                    desc, {{"serial", "machine serial"}}, args, p, code)) {
+    return code;
+  }
+  auto doc =
+      call(p.target, "GET", std::string(kRoot) + "machines/" + encode(p.operands[0]) + "/boot");
+  if (!doc) return kFailed;
+  if (p.vm.count("json") != 0) {
+    print_json(*doc);
+    return kOk;
+  }
+  std::printf("--- iPXE script\n%s--- %s\n%s\n", str(*doc, "script").c_str(),
+              str(*doc, "content_type").c_str(), str(*doc, "config").c_str());
+  return kOk;
+}
+
+int run_templates(const std::vector<std::string>& args) {
+  if (args.empty()) return cli::usage_error("templates", "an action is needed");
+  const auto& action = args[0];
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (action == "--help" || action == "-h" || action == "help") {
+    std::printf("Usage: neco %s\n", kTemplatesSynopsis);
+    return kOk;
+  }
+  if (action == "list") return templates_list(rest);
+  if (action == "get") return templates_get(rest);
+  if (action == "set") return templates_set(rest);
+  if (action == "remove") return templates_remove(rest);
+  if (action == "render") return templates_render(rest);
+  return cli::usage_error(
+      "templates", "unknown action '" + action + "' (known: list, get, set, remove, render)");
+}
+
 }  // namespace
 
 }  // namespace neco::netboot
@@ -543,6 +718,9 @@ int run_ipam(const std::vector<std::string>& args) {
 // Registration may throw only bad_alloc, before main: nothing to catch it for.
 NECO_REGISTER_COMMAND("ipam",  // NOLINT(cert-err58-cpp)
                       "show or set the netboot IPAM config (controllers)", neco::netboot::run_ipam);
+NECO_REGISTER_COMMAND("templates",  // NOLINT(cert-err58-cpp)
+                      "boot templates per machine role: kernel, initrds, boot config (controllers)",
+                      neco::netboot::run_templates);
 NECO_REGISTER_COMMAND("machines",  // NOLINT(cert-err58-cpp)
                       "list, register and change machines of the netboot inventory (controllers)",
                       neco::netboot::run_machines);

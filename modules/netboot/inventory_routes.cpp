@@ -309,6 +309,65 @@ asio::awaitable<Response> put_ipam(Ctx ctx, Request& req) {
   co_return co_await blocking(std::move(*b), ctx->deadline, std::move(job));
 }
 
+asio::awaitable<Response> list_templates(Ctx ctx, Request& req) {
+  auto b = backend(*ctx);
+  if (!b) co_return error_response(b.error());
+  if (auto ok = no_params(req); !ok) co_return error_response(ok.error());
+  auto job = [](Inventory& inv) -> Expected<Response> {
+    auto list = inv.list_templates();
+    if (!list) return std::unexpected(list.error());
+    json out = json::array();
+    for (const auto& t : *list)
+      out.push_back(to_json(t));
+    return Response::json(json{{"templates", std::move(out)}});
+  };
+  co_return co_await blocking(std::move(*b), ctx->deadline, std::move(job));
+}
+
+asio::awaitable<Response> get_template(Ctx ctx, Request& req) {
+  auto b = backend(*ctx);
+  if (!b) co_return error_response(b.error());
+  if (auto ok = no_params(req); !ok) co_return error_response(ok.error());
+  auto job = [role = std::string(req.path_param("role").value_or(""))](
+                 Inventory& inv) -> Expected<Response> {
+    auto t = inv.get_template(role);
+    if (!t) return std::unexpected(t.error());
+    return Response::json(to_json(*t));
+  };
+  co_return co_await blocking(std::move(*b), ctx->deadline, std::move(job));
+}
+
+// PUT stores the body as the role's template (the path names the role; a "role" in the body
+// must agree); DELETE removes it.
+asio::awaitable<Response> change_template(Ctx ctx, Request& req) {
+  auto b = backend(*ctx);
+  if (!b) co_return error_response(b.error());
+  if (auto ok = no_params(req); !ok) co_return error_response(ok.error());
+  const std::string role(req.path_param("role").value_or(""));
+  if (req.method == Verb::delete_) {
+    auto job = [role, who = requester(req)](Inventory& inv) -> Expected<Response> {
+      if (auto ok = inv.remove_template(role, who); !ok) return std::unexpected(ok.error());
+      return Response::json(json{{"removed", role}});
+    };
+    co_return co_await blocking(std::move(*b), ctx->deadline, std::move(job));
+  }
+  auto body = parse_body(req);
+  if (!body) co_return error_response(body.error());
+  auto tpl = boot_template_from_json(*body);
+  if (!tpl) co_return error_response(tpl.error());
+  if (!tpl->role.empty() && tpl->role != role) {
+    co_return bad_request(fmt::format(
+        "the body is the template of role \"{}\", the path names \"{}\"", tpl->role, role));
+  }
+  tpl->role = role;
+  auto job = [tpl = std::move(*tpl), who = requester(req)](Inventory& inv) -> Expected<Response> {
+    auto t = inv.put_template(tpl, who);
+    if (!t) return std::unexpected(t.error());
+    return Response::json(to_json(*t));
+  };
+  co_return co_await blocking(std::move(*b), ctx->deadline, std::move(job));
+}
+
 asio::awaitable<Response> get_audit(Ctx ctx, Request& req) {
   auto b = backend(*ctx);
   if (!b) co_return error_response(b.error());
@@ -392,6 +451,28 @@ void add_inventory_routes(ModuleRoutes& routes, InventoryRoutesContext context) 
       [ctx](Request& req) -> asio::awaitable<Response> {
         if (req.method != Verb::put) co_return method_not_allowed(req, "GET, HEAD, PUT");
         co_return co_await put_ipam(ctx, req);
+      },
+      true);
+  add(
+      "templates", "boot templates by role (kernel, initrds, command line, boot config)",
+      [ctx](Request& req) -> asio::awaitable<Response> {
+        co_return co_await list_templates(ctx, req);
+      },
+      false);
+  add(
+      "templates/{role}", "one role's boot template",
+      [ctx](Request& req) -> asio::awaitable<Response> {
+        co_return co_await get_template(ctx, req);
+      },
+      false);
+  add(
+      "templates/{role}",
+      "PUT stores a role's boot template (checked by rendering it); DELETE removes it",
+      [ctx](Request& req) -> asio::awaitable<Response> {
+        if (req.method != Verb::put && req.method != Verb::delete_) {
+          co_return method_not_allowed(req, "GET, HEAD, PUT, DELETE");
+        }
+        co_return co_await change_template(ctx, req);
       },
       true);
   add(

@@ -11,6 +11,10 @@
 //   PUT    machines/{serial}/state   {"state": "healthy"}
 //   GET    ipam
 //   PUT    ipam                      an IpamConfig
+//   GET    templates                 every role's boot template (templates.hpp)
+//   GET    templates/{role}
+//   PUT    templates/{role}          a BootTemplate; refused (400) unless it renders
+//   DELETE templates/{role}
 //   GET    audit                     since, until, serial, action, limit, order
 //
 // Status mapping: invalid_argument 400, not_found 404, already_exists and failed_precondition

@@ -15,6 +15,7 @@
 #include "agent/module/registry.hpp"
 #include "agent/runtime/worker_pool.hpp"
 #include "agent/store/election.hpp"
+#include "modules/netboot/assets.hpp"
 #include "modules/netboot/boot_server.hpp"
 #include "modules/netboot/dhcp_server.hpp"
 #include "modules/netboot/health_feed.hpp"
@@ -172,6 +173,40 @@ Expected<void> NetbootModule::configure(const config::Section& section) {
 void NetbootModule::add_routes(ModuleRoutes& routes) {
   add_inventory_routes(
       routes, {.inventory = [this] { return inventory_; }, .workers = [this] { return workers_; }});
+  add_asset_routes(
+      routes, [this] { return assets_; }, [this] { return workers_; });
+  (void)routes.add(
+      "machines/{serial}/boot", "what a machine gets when it boots: iPXE script and boot config",
+      [this](http::Request& req) -> boost::asio::awaitable<http::Response> {
+        auto inv = inventory_;
+        auto* pool = workers_;
+        if (!inv || pool == nullptr) {
+          co_return http::error_response(
+              {Errc::unavailable, "no machine inventory here: it lives on the controllers"});
+        }
+        const std::string serial(req.path_param("serial").value_or(""));
+        // Rendered for this controller's boot server, as a machine booting from it gets it.
+        const std::string url = boot_url_.empty() ? "http://boot-server-disabled" : boot_url_;
+        // Named, not a temporary in the co_await: GCC 12 destroys such captures twice.
+        auto job = [inv, serial, url]() -> Expected<nlohmann::json> {
+          auto m = inv->get(serial);
+          if (!m) return std::unexpected(m.error());
+          auto t = inv->get_template(m->role);
+          if (!t) return std::unexpected(t.error());
+          auto script = machine_ipxe_script(*t, *m, url);
+          if (!script) return std::unexpected(script.error());
+          auto config = render_config(*t, *m, url);
+          if (!config) return std::unexpected(config.error());
+          return nlohmann::json{{"serial", m->serial},
+                                {"role", m->role},
+                                {"script", *script},
+                                {"config", *config},
+                                {"content_type", content_type(t->kind)}};
+        };
+        auto r = co_await pool->run(std::move(job), std::chrono::seconds(15));
+        if (!r) co_return http::error_response(r.error());
+        co_return http::Response::json(*r);
+      });
   (void)routes.add("leases", "DHCP leases of this controller's table (the leader's is current)",
                    [this](http::Request&) -> boost::asio::awaitable<http::Response> {
                      nlohmann::json list = nlohmann::json::array();
@@ -193,10 +228,22 @@ Expected<void> NetbootModule::start(ModuleContext& context) {
   live_ = pending_;
   problem_.clear();
   context_ = &context;
-  if (context.store() != nullptr) inventory_ = make_inventory(*context.store());
+  if (context.store() != nullptr) {
+    inventory_ = make_inventory(*context.store());
+    AssetStoreOptions a;
+    a.self = context.core().node.name;
+    a.dir = context.state_dir() / "assets";
+    a.metrics = &context.metrics();
+    assets_ = std::make_shared<AssetStore>(*context.store(), std::move(a));
+    if (auto ok = assets_->start(); !ok) {
+      stop();
+      return ok;
+    }
+  }
   workers_ = &context.workers();
   if (live_.http.enabled) {
     if (inventory_ == nullptr) {
+      stop();
       return fail(Errc::failed_precondition,
                   "netboot's boot HTTP server runs on controllers (it reads the inventory); "
                   "set controller: true or http.enabled: false");
@@ -207,20 +254,24 @@ Expected<void> NetbootModule::start(ModuleContext& context) {
     b.max_connections = static_cast<std::size_t>(live_.http.max_connections);
     b.ipxe_files = tftp::debian_ipxe_files();
     BootSources sources;
-    sources.machine = [inv = inventory_.get()](std::string_view serial) {
-      return inv->get(serial);
-    };
-    sources.boot_template = [inv = inventory_.get()](std::string_view role) {
+    // Copies of the shared pointers: a store read past its deadline still owns its inventory.
+    sources.machine = [inv = inventory_](std::string_view serial) { return inv->get(serial); };
+    sources.boot_template = [inv = inventory_](std::string_view role) {
       return inv->get_template(role);
     };
+    sources.asset_path = [a = assets_](std::string_view name) { return a->local_path(name); };
+    sources.asset_redirect = [a = assets_](std::string_view name) { return a->redirect_url(name); };
     // The port is known only once bound (port 0 in tests), and the URL goes into the router.
     b.url = live_.http.url;
     auto router = boot_router(b, sources, context.workers());
-    if (!router) return std::unexpected(router.error());
+    if (!router) {
+      stop();
+      return std::unexpected(router.error());
+    }
     boot_ = std::make_unique<BootServer>(context.executor(), b, *router);
     auto bound = boot_->start();
     if (!bound) {
-      boot_.reset();
+      stop();
       return std::unexpected(bound.error());
     }
     boot_url_ = live_.http.url.empty() ? default_boot_url(live_.http.address, bound->port())
@@ -228,8 +279,16 @@ Expected<void> NetbootModule::start(ModuleContext& context) {
     if (live_.http.url.empty()) {
       b.url = boot_url_;
       auto with_url = boot_router(b, std::move(sources), context.workers());
-      if (!with_url) return std::unexpected(with_url.error());
+      if (!with_url) {
+        stop();
+        return std::unexpected(with_url.error());
+      }
       boot_->set_router(*with_url);
+    }
+    // Other controllers pull assets from here, and redirect machines here meanwhile.
+    if (auto ok = assets_->advertise(boot_url_); !ok) {
+      stop();
+      return ok;
     }
     boot_metrics_ = context.metrics().add_collector(
         [this](std::vector<metrics::MetricFamily>& out) { boot_->collect(out); });
@@ -342,9 +401,10 @@ boost::asio::awaitable<void> feed_loop(std::shared_ptr<NetbootModule::Feed> feed
     boost::system::error_code ec;
     co_await feed->timer.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
     if (!feed->running.load()) break;
-    // By value: a pass that outlives its deadline still owns what it uses.
-    auto r = co_await workers->run([store, fenced] { return feed_machine_states(*store, *fenced); },
-                                   std::chrono::seconds(30));
+    // By value: a pass that outlives its deadline still owns what it uses. Named: GCC 12
+    // destroys the captures of a lambda temporary inside a co_await twice.
+    auto pass = [store, fenced] { return feed_machine_states(*store, *fenced); };
+    auto r = co_await workers->run(std::move(pass), std::chrono::seconds(30));
     if (!r) logger.warning("machine health feed: {}", r.error().message);
   }
 }
@@ -394,6 +454,8 @@ void NetbootModule::stop() {
   boot_metrics_.reset();
   if (boot_) boot_->stop();
   boot_.reset();
+  if (assets_) assets_->stop();
+  assets_.reset();
   workers_ = nullptr;
   inventory_.reset();
   context_ = nullptr;

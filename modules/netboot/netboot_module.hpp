@@ -19,6 +19,7 @@ class WorkerPool;
 
 namespace neco::netboot {
 
+class AssetStore;
 class BootServer;
 class DhcpServer;
 class Inventory;
@@ -102,6 +103,7 @@ class NetbootModule final : public Module {
   // the pool they run its store calls on; both set by start, cleared by stop.
   std::shared_ptr<Inventory> inventory_;
   WorkerPool* workers_ = nullptr;
+  std::shared_ptr<AssetStore> assets_;  // controllers only (assets.hpp)
   std::shared_ptr<Feed> feed_;
   void stop_feed();
   std::unique_ptr<BootServer> boot_;

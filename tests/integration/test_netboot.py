@@ -24,6 +24,15 @@ NECO = None
 TAG = f"nb{os.getpid() % 100000}"
 SRV, CLI, RLY, CL2 = (f"{TAG}s", f"{TAG}c", f"{TAG}r", f"{TAG}d")
 SCRIPT_URL = "http://10.69.0.1/v1/netboot/ipxe/${serial}"
+BOOT_URL = "http://10.69.0.1:10080"
+IPAM = {"max_nodes_in_rack": 27, "node_ipv4_pool": "10.69.0.0/16", "node_ipv4_offset": "",
+        "node_ipv4_range_size": 6, "node_ipv4_range_mask": 26, "node_ip_per_node": 3,
+        "node_index_offset": 3, "node_gateway_offset": 1, "bmc_ipv4_pool": "10.72.16.0/20",
+        "bmc_ipv4_offset": "0.0.1.0", "bmc_ipv4_range_size": 5, "bmc_ipv4_range_mask": 20,
+        "bmc_ipv4_gateway_offset": 1}
+IGNITION = """{"ignition": {"version": "3.3.0"},
+ "storage": {"files": [{"path": "/etc/neco/rack", "contents": {"source": "data:,{{ rack }}"}}]},
+ "x-neco": {"serial": "{{ serial }}", "ip": "{{ ipv4 }}", "zone": "{{ labels.zone }}"}}"""
 
 
 def sh(*args, ns=None, check=True, timeout=30, **kw):
@@ -165,9 +174,10 @@ class Netboot(unittest.TestCase):
         - subnet: 10.70.0.0/24
           range: 10.70.0.100-10.70.0.110
           routers: [10.70.0.1]
+    http:
+      url: {BOOT_URL}
     boot:
       ipxe_script_url: "{SCRIPT_URL}"
-      http_efi_x64_url: http://10.69.0.1/v1/netboot/ipxe.efi
 """)
         # The admin and metrics endpoints are inside the server namespace: the harness's HTTP
         # client cannot reach them, so the agent is started without its health wait.
@@ -218,8 +228,8 @@ class Netboot(unittest.TestCase):
         self.assertEqual(env.get("bootfile") or env.get("boot_file"), SCRIPT_URL)
         # UEFI HTTP boot (arch 0x10, HTTPClient) → the URL.
         env = self.udhcpc("-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010")
-        self.assertEqual(env.get("bootfile") or env.get("boot_file"),
-                         "http://10.69.0.1/v1/netboot/ipxe.efi")
+        # Not configured: the boot server's own copy of Debian's ipxe.efi.
+        self.assertEqual(env.get("bootfile") or env.get("boot_file"), BOOT_URL + "/boot/ipxe.efi")
         # A plain client: an address and no boot file.
         env = self.udhcpc()
         self.assertNotIn("boot_file", env)
@@ -329,6 +339,100 @@ class Netboot(unittest.TestCase):
         self.assertRegex(self.metrics(), r"neco_netboot_tftp_transfers_completed_total [1-9]")
 
 
+    def neco(self, *args, check=True):
+        """The real CLI against the agent's admin endpoint, inside the server namespace."""
+        return sh(os.path.abspath(NECO), *args, "--admin", f"http://127.0.0.1:{self.agent.admin_port}",
+                  ns=SRV, check=check, timeout=60)
+
+    def boot_get(self, path, *curl_args):
+        """GET from the boot server as a booting machine would: from the client namespace."""
+        out = os.path.join(self.tmp, f"boot-{time.monotonic_ns()}")
+        r = sh("curl", "-s", "-o", out, "-w", "%{http_code}", *curl_args, BOOT_URL + path,
+               ns=CLI, check=False)
+        body = b""
+        if os.path.exists(out):
+            with open(out, "rb") as f:
+                body = f.read()
+        return int(r.stdout or 0), body
+
+    def test_http_boot_flow(self):
+        # The client namespace talks HTTP from a static address (DHCP tests flush it after).
+        sh("ip", "addr", "add", "10.69.0.98/24", "dev", "c0", ns=CLI)
+        self.addCleanup(sh, "ip", "addr", "del", "10.69.0.98/24", "dev", "c0", ns=CLI,
+                        check=False)
+        # The operator's side, through the CLI: IPAM, a machine, assets, its role's template.
+        ipam = os.path.join(self.tmp, "ipam.json")
+        with open(ipam, "w") as f:
+            json.dump(IPAM, f)
+        self.neco("ipam", "set", ipam)
+        spec = os.path.join(self.tmp, "machine.json")
+        with open(spec, "w") as f:
+            json.dump({"serial": "NB0001", "rack": 1, "role": "worker", "bmc_type": "IPMI-2.0",
+                       "labels": {"zone": "z1"}}, f)
+        self.neco("machines", "register", spec)
+        machine = json.loads(self.neco("machines", "get", "NB0001", "--json").stdout)
+        node_ip = machine["ipv4"][0]["address"]
+        kernel, initrd = os.urandom(700_000), os.urandom(2_500_000)
+        for name, data in (("vmlinuz", kernel), ("initrd.img", initrd)):
+            path = os.path.join(self.tmp, name)
+            with open(path, "wb") as f:
+                f.write(data)
+            self.neco("assets", "upload", name, path)
+        tpl = os.path.join(self.tmp, "worker.json")
+        with open(tpl, "w") as f:
+            json.dump({"kind": "ignition", "config": IGNITION, "kernel": "vmlinuz",
+                       "initrds": ["initrd.img"], "cmdline": "console=ttyS0 neco.rack={{ rack }}"},
+                      f)
+        self.neco("templates", "set", "worker", tpl)
+        # A template that does not render is refused with the reason, and nothing changes.
+        with open(tpl, "w") as f:
+            json.dump({"kind": "ignition", "config": "{{ nope }}", "kernel": "vmlinuz"}, f)
+        r = self.neco("templates", "set", "worker", tpl, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("nope", r.stderr)
+
+        listed = json.loads(self.neco("templates", "list", "--json").stdout)["templates"]
+        self.assertEqual([t["role"] for t in listed], ["worker"])
+        rendered = json.loads(self.neco("templates", "render", "NB0001", "--json").stdout)
+        self.assertIn(f"{BOOT_URL}/boot/assets/vmlinuz", rendered["script"])
+        self.assertEqual(json.loads(rendered["config"])["x-neco"]["serial"], "NB0001")
+
+        # The machine's side, from the client namespace: what iPXE fetches, in order.
+        code, entry = self.boot_get("/boot/ipxe.ipxe")
+        self.assertEqual(code, 200)
+        self.assertIn(b"chain --autofree " + BOOT_URL.encode() +
+                      b"/boot/machines/${serial:uristring}/ipxe", entry)
+        code, script = self.boot_get("/boot/machines/NB0001/ipxe")
+        self.assertEqual(code, 200)
+        script = script.decode()
+        self.assertTrue(script.startswith("#!ipxe\n"), script)
+        self.assertIn(f"kernel {BOOT_URL}/boot/assets/vmlinuz initrd=initrd.img console=ttyS0 "
+                      f"neco.rack=1 ignition.config.url={BOOT_URL}/boot/machines/NB0001/config",
+                      script)
+        self.assertIn(f"initrd {BOOT_URL}/boot/assets/initrd.img", script)
+        code, config = self.boot_get("/boot/machines/NB0001/config")
+        self.assertEqual(code, 200, self.agent.output()[-3000:])
+        doc = json.loads(config)
+        self.assertEqual(doc["x-neco"], {"serial": "NB0001", "ip": node_ip, "zone": "z1"})
+        self.assertEqual(doc["storage"]["files"][0]["contents"]["source"], "data:,1")
+        # Kernel and initrd: whole, a range, HEAD.
+        self.assertEqual(self.boot_get("/boot/assets/vmlinuz"), (200, kernel))
+        self.assertEqual(self.boot_get("/boot/assets/initrd.img", "-r", "1000-1999"),
+                         (206, initrd[1000:2000]))
+        r = sh("curl", "-s", "-I", BOOT_URL + "/boot/assets/initrd.img", ns=CLI)
+        self.assertIn(f"content-length: {len(initrd)}", r.stdout.lower())
+        if os.path.exists("/boot/ipxe.efi"):
+            with open("/boot/ipxe.efi", "rb") as f:
+                self.assertEqual(self.boot_get("/boot/ipxe.efi"), (200, f.read()))
+        # A machine that is not registered is told so and retries; a missing asset is 404.
+        code, waiting = self.boot_get("/boot/machines/UNKNOWN9/ipxe")
+        self.assertEqual(code, 200)
+        self.assertIn(b"no machine", waiting)
+        self.assertIn(b"sleep", waiting)
+        self.assertEqual(self.boot_get("/boot/assets/nothing")[0], 404)
+        self.assertEqual(self.boot_get("/boot/machines/UNKNOWN9/config")[0], 404)
+
+
 class LeaderChange(unittest.TestCase):
     """Two controllers on one etcd in the server namespace, both bound to port 67 on the same
     link: only the leader answers; after kill -9 of the leader the other takes over with the
@@ -377,6 +481,8 @@ cluster:
 modules:
   netboot:
     tftp:
+      enabled: false
+    http:
       enabled: false
     dhcp:
       interface: s0

@@ -131,7 +131,8 @@ TEST_CASE("The inventory routes are the documented ones", "[netboot][routes]") {
   CHECK(got == V{"R /v1/netboot/audit", "R /v1/netboot/ipam", "W /v1/netboot/ipam",
                  "R /v1/netboot/machines", "W /v1/netboot/machines",
                  "R /v1/netboot/machines/{serial}", "W /v1/netboot/machines/{serial}",
-                 "W /v1/netboot/machines/{serial}/state"});
+                 "W /v1/netboot/machines/{serial}/state", "R /v1/netboot/templates",
+                 "R /v1/netboot/templates/{role}", "W /v1/netboot/templates/{role}"});
 }
 
 TEST_CASE("An agent without a store answers 503 on every route", "[netboot][routes]") {
@@ -387,6 +388,48 @@ TEST_CASE("Lifecycle, update and removal through the routes", "[netboot][routes]
   CHECK(f.call(Verb::delete_, "/v1/netboot/machines/n1").status == Status::not_found);
   // The index is free again.
   CHECK(f.reg("n2", 0)["index_in_rack"] == 4);
+}
+
+TEST_CASE("Boot templates: put, get, list, refusals, delete", "[netboot][routes]") {
+  Fixture f;
+  const json tpl = {{"kind", "cloud-config"},
+                    {"config", "#cloud-config\nhostname: {{ serial }}\n"},
+                    {"kernel", "vmlinuz"},
+                    {"initrds", {"initrd.img"}},
+                    {"cmdline", "console=ttyS0"}};
+  CHECK(f.get("/v1/netboot/templates/worker").status == Status::not_found);
+  auto a = f.call(Verb::put, "/v1/netboot/templates/worker", tpl.dump(), "127.0.0.1:1");
+  REQUIRE(a.status == Status::ok);
+  CHECK(a.body["role"] == "worker");
+  CHECK(a.body["who"] == "admin@127.0.0.1:1");
+  a = f.get("/v1/netboot/templates/worker");
+  REQUIRE(a.status == Status::ok);
+  CHECK(a.body["config"] == tpl["config"]);
+  CHECK(f.get("/v1/netboot/templates").body["templates"].size() == 1);
+  // Refusals change nothing: an unknown placeholder, a role that disagrees with the path,
+  // an unknown field, a bad role name, a wrong method.
+  auto bad = tpl;
+  bad["config"] = "#cloud-config\nhostname: {{ hostname }}\n";
+  a = f.call(Verb::put, "/v1/netboot/templates/worker", bad.dump());
+  CHECK(a.status == Status::bad_request);
+  CHECK_THAT(a.message(), Catch::Contains("hostname"));
+  bad = tpl;
+  bad["role"] = "storage";
+  CHECK(f.call(Verb::put, "/v1/netboot/templates/worker", bad.dump()).status ==
+        Status::bad_request);
+  bad = tpl;
+  bad["colour"] = "red";
+  CHECK(f.call(Verb::put, "/v1/netboot/templates/worker", bad.dump()).status ==
+        Status::bad_request);
+  CHECK(f.call(Verb::put, "/v1/netboot/templates/bad%20role", tpl.dump()).status ==
+        Status::bad_request);
+  CHECK(f.call(Verb::post, "/v1/netboot/templates/worker", tpl.dump()).status ==
+        Status::method_not_allowed);
+  CHECK(f.get("/v1/netboot/templates/worker").body["config"] == tpl["config"]);
+  a = f.call(Verb::delete_, "/v1/netboot/templates/worker");
+  CHECK(a.status == Status::ok);
+  CHECK(f.call(Verb::delete_, "/v1/netboot/templates/worker").status == Status::not_found);
+  CHECK(f.get("/v1/netboot/templates").body["templates"].empty());
 }
 
 TEST_CASE("The audit log records who did what, and filters", "[netboot][routes]") {
