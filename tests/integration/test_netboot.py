@@ -257,7 +257,7 @@ class Netboot(unittest.TestCase):
             proc.terminate()
             proc.wait(timeout=10)
 
-    def test_dhclient_init_release_init_reboot(self):
+    def test_dhclient_init_renew_release_init_reboot(self):
         dhclient = shutil.which("dhclient") or "/usr/sbin/dhclient"
         if not os.path.exists(dhclient):
             self.skipTest("isc-dhcp-client is not installed")
@@ -268,8 +268,13 @@ class Netboot(unittest.TestCase):
         os.chmod(script, 0o755)
         leases = os.path.join(self.tmp, "dhclient.leases")
         pid = os.path.join(self.tmp, "dhclient.pid")
+        # T1 of 2 s instead of the server's 5 min, so the backgrounded client RENEWs within the
+        # test: a unicast REQUEST from its bound address with ciaddr set.
+        conf = os.path.join(self.tmp, "dhclient.conf")
+        with open(conf, "w") as f:
+            f.write("supersede dhcp-renewal-time 2;\n")
         env = dict(os.environ, OUT=out)
-        base = [dhclient, "-4", "-1", "-v", "-sf", script, "-lf", leases, "-pf", pid]
+        base = [dhclient, "-4", "-1", "-v", "-cf", conf, "-sf", script, "-lf", leases, "-pf", pid]
         # INIT: DISCOVER/OFFER/REQUEST/ACK.
         sh(*base, "c0", ns=CLI, env=env, timeout=60)
         with open(out) as f:
@@ -278,6 +283,12 @@ class Netboot(unittest.TestCase):
         self.assertTrue(bound, events)
         address = bound[-1][1]
         self.assertTrue(address.startswith("10.69.0."), address)
+        # RENEW: the daemon asks the server directly and keeps its address.
+        def renewed():
+            with open(out) as f:
+                return [e.split() for e in f.read().split("\n") if e.startswith("RENEW")]
+        self.assertTrue(wait_for(lambda: renewed(), timeout=15), "no RENEW")
+        self.assertEqual(renewed()[0][1], address)
         # RELEASE: the server marks the lease released.
         sh(dhclient, "-4", "-r", "-sf", script, "-lf", leases, "-pf", pid, "c0", ns=CLI, env=env,
            timeout=60)
