@@ -177,7 +177,7 @@ Expected<std::shared_ptr<http::Router>> boot_router(const BootServerOptions& opt
   return router;
 }
 
-BootServer::BootServer(boost::asio::any_io_executor executor, BootServerOptions options,
+BootServer::BootServer(const boost::asio::any_io_executor& executor, BootServerOptions options,
                        std::shared_ptr<http::Router> router)
     : options_(std::move(options)) {
   http::ServerLimits limits;

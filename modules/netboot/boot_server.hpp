@@ -59,7 +59,7 @@ Expected<std::shared_ptr<http::Router>> boot_router(const BootServerOptions& opt
 class BootServer {
  public:
   // `router` from boot_router().
-  BootServer(boost::asio::any_io_executor executor, BootServerOptions options,
+  BootServer(const boost::asio::any_io_executor& executor, BootServerOptions options,
              std::shared_ptr<http::Router> router);
   ~BootServer();
   BootServer(const BootServer&) = delete;
