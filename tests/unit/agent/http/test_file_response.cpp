@@ -464,5 +464,11 @@ TEST_CASE("File responses: a 1 GiB file costs no more than a chunk of memory", "
   REQUIRE(after);
   INFO("peak RSS before " << *before << " KiB, after " << *after << " KiB, reset " << can_reset);
   // The range reply itself holds 1 MiB (twice while parsing); 1 GiB would blow far past this.
+  // Under ASan freed memory sits in its quarantine (256 MiB by default), so peak RSS says
+  // nothing about what the server holds; the bound is checked in the ordinary build.
+#if defined(__SANITIZE_ADDRESS__)
+  CHECK(*after - *before < 256UL * 1024);
+#else
   CHECK(*after - *before < 32UL * 1024);
+#endif
 }

@@ -38,6 +38,9 @@ Machine machine(std::string serial, std::string role) {
 
 struct Fixture {
   neco::testing::TempDir dir;
+  // One event loop for the fixture, destroyed after the pool has joined: a worker drops its
+  // call's state (a timer of this loop) after handing back the result.
+  boost::asio::io_context io;
   WorkerPool pool{2, 16};
   std::shared_ptr<http::Router> router;
   std::string kernel = std::string(100'000, 'k');
@@ -99,8 +102,8 @@ struct Fixture {
     req.target = path;
     req.headers = std::move(headers);
     req.path_params = m.params;
-    boost::asio::io_context io;
     std::optional<http::Response> res;
+    io.restart();
     boost::asio::co_spawn(io, (*m.handler)(req),
                           [&](const std::exception_ptr& e, http::Response r) {
                             if (e) std::rethrow_exception(e);

@@ -44,6 +44,9 @@ struct Fixture {
   neco::testing::TempDir dir;
   std::unique_ptr<store::SqliteStore> store;
   std::shared_ptr<Inventory> inventory;
+  // One event loop for the fixture, destroyed after the pool has joined: a worker drops its
+  // call's state (a timer of this loop) after handing back the result.
+  boost::asio::io_context io;
   WorkerPool pool{2, 64};
   http::Router router;
   bool has_store = true;
@@ -81,8 +84,8 @@ struct Fixture {
     req.path_params = m.params;
     req.peer = peer;
     req.peer_identity = identity;
-    boost::asio::io_context io;
     std::optional<http::Response> res;
+    io.restart();
     boost::asio::co_spawn(io, (*m.handler)(req),
                           [&](const std::exception_ptr& e, http::Response r) {
                             if (e) std::rethrow_exception(e);
