@@ -301,6 +301,8 @@ Expected<ReplicaStatus> replica_status(const Rows& rows, std::size_t i, std::str
   if (!take(r.text("Last_IO_Error"), s.last_io_error, error)) return std::unexpected(error);
   if (!take(r.text("Last_SQL_Error"), s.last_sql_error, error)) return std::unexpected(error);
   if (!take(r.text("Using_Gtid"), s.using_gtid, error)) return std::unexpected(error);
+  if (!take(r.number<std::uint64_t>("Slave_received_heartbeats"), s.received_heartbeats, error))
+    return std::unexpected(error);
   return s;
 }
 

@@ -97,6 +97,9 @@ struct ReplicaStatus {
   std::string last_io_error;
   std::string last_sql_error;
   std::string using_gtid;  // "No", "Current_Pos" or "Slave_Pos"
+  // Slave_received_heartbeats: with gtid_io_pos, what shows the primary still sends something
+  // (a hung primary keeps the IO thread "Yes" until slave_net_timeout and a reconnect pass).
+  std::uint64_t received_heartbeats = 0;
 };
 
 // What the leader reads of an instance.

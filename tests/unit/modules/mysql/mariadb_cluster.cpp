@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -97,7 +98,7 @@ Expected<void> run_bounded(const std::vector<std::string>& args, const fs::path&
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     return fail(Errc::internal,
-                fmt::format("{} failed (status {}):\n{}", args[0], status, tail(log, 15)));
+                fmt::format("{} failed (status {}):\n{}", args[0], status, tail(log, 40)));
   }
   return {};
 }
@@ -115,6 +116,48 @@ void stop_process(pid_t pid, milliseconds bound) {
   }
   ::kill(pid, SIGKILL);
   ::waitpid(pid, &status, 0);
+}
+
+// The process's seed data directory (mariadb-install-db runs once per process: it takes
+// seconds), and how long making it took (0 when it already existed). Removed at exit.
+Expected<std::pair<fs::path, milliseconds>> seed_datadir(const std::string& install_db) {
+  static std::mutex mutex;
+  static fs::path seed;
+  const std::lock_guard lock(mutex);
+  if (!seed.empty()) return std::pair{seed, milliseconds(0)};
+  std::string tmpl = (fs::temp_directory_path() / "neco-mariadb-seed-XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr) return fail(Errc::internal, "mkdtemp failed");
+  const fs::path root = tmpl;
+  const auto start = Clock::now();
+  std::vector<std::string> install = {install_db,
+                                      "--no-defaults",
+                                      "--datadir=" + (root / "data").string(),
+                                      "--auth-root-authentication-method=normal",
+                                      "--skip-test-db",
+                                      "--user=root"};
+  install.insert(install.end(), kSmallServer.begin(), kSmallServer.end());
+  // Once more on failure (seen once with several test processes starting servers at the same
+  // time), from an empty directory; the error is the last attempt's.
+  Expected<void> installed;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::error_code ec;
+    fs::remove_all(root / "data", ec);
+    installed = run_bounded(install, root / "install-db.log", std::chrono::seconds(60));
+    if (installed) break;
+    std::fprintf(stderr, "mariadb-install-db attempt %d failed: %s\n", attempt + 1,
+                 installed.error().message.c_str());
+  }
+  if (!installed) {
+    std::error_code ec;
+    fs::remove_all(root, ec);
+    return std::unexpected(installed.error());
+  }
+  seed = root / "data";
+  std::atexit([] {
+    std::error_code ec;
+    fs::remove_all(seed.parent_path(), ec);
+  });
+  return std::pair{seed, duration_cast<milliseconds>(Clock::now() - start)};
 }
 
 }  // namespace
@@ -222,22 +265,10 @@ Expected<std::unique_ptr<MariadbCluster>> MariadbCluster::start(std::size_t repl
   if (::mkdtemp(tmpl.data()) == nullptr) return fail(Errc::internal, "mkdtemp failed");
   cluster->root_ = tmpl;
 
-  // One data directory, copied for every instance.
-  const fs::path seed = cluster->root_ / "seed";
-  const auto install_start = Clock::now();
-  std::vector<std::string> install = {install_db,
-                                      "--no-defaults",
-                                      "--datadir=" + seed.string(),
-                                      "--auth-root-authentication-method=normal",
-                                      "--skip-test-db",
-                                      "--user=root"};
-  install.insert(install.end(), kSmallServer.begin(), kSmallServer.end());
-  if (auto ok = run_bounded(install, cluster->root_ / "install-db.log", std::chrono::seconds(60));
-      !ok) {
-    return std::unexpected(ok.error());
-  }
-  cluster->install_db_time_ = duration_cast<milliseconds>(Clock::now() - install_start);
-
+  // One data directory per process, copied for every instance of every cluster.
+  auto seed = seed_datadir(install_db);
+  if (!seed) return std::unexpected(seed.error());
+  cluster->install_db_time_ = seed->second;
   for (std::size_t i = 0; i <= replicas; ++i) {
     Instance instance;
     instance.name = i == 0 ? "primary" : fmt::format("r{}", i);
@@ -247,7 +278,7 @@ Expected<std::unique_ptr<MariadbCluster>> MariadbCluster::start(std::size_t repl
     instance.socket = instance.dir / "mariadbd.sock";
     std::error_code ec;
     fs::create_directories(instance.dir, ec);
-    fs::copy(seed, instance.dir / "data", fs::copy_options::recursive, ec);
+    fs::copy(seed->first, instance.dir / "data", fs::copy_options::recursive, ec);
     if (ec) {
       return fail(Errc::internal, fmt::format("copying the seed data directory: {}", ec.message()));
     }
@@ -357,6 +388,15 @@ bool MariadbCluster::pause(std::size_t i) const {
 }
 void MariadbCluster::resume(std::size_t i) const {
   ::kill(at(i).pid, SIGCONT);
+}
+
+void MariadbCluster::kill(std::size_t i) {
+  Instance& instance = instances_.at(i);
+  if (instance.pid <= 0) return;
+  ::kill(instance.pid, SIGKILL);
+  int status = 0;
+  ::waitpid(instance.pid, &status, 0);
+  instance.pid = -1;
 }
 
 MariadbCluster& shared_cluster() {

@@ -1,10 +1,10 @@
 // Real mariadbd instances for C++ tests: a primary and replicas on 127.0.0.1 free ports in a
 // temp dir, each started with the option file render_server_config() writes, with users for
-// the tests and GTID replication (semi-sync, as in production). mariadb-install-db runs once;
-// each instance starts from a copy of that data directory (MariaDB has no per-server UUID in
-// it), so an extra instance costs its startup only. The destructor stops every server
-// (SIGTERM, then SIGKILL after a bound) and removes the directory; servers also die with the
-// test process (PR_SET_PDEATHSIG). Meson passes the binaries in MARIADBD and
+// the tests and GTID replication (semi-sync, as in production). mariadb-install-db runs once
+// per process; each instance of every cluster starts from a copy of that data directory
+// (MariaDB has no per-server UUID in it), so an extra instance or cluster costs its startup
+// only. The destructor stops every server (SIGTERM, then SIGKILL after a bound) and removes the
+// directory; servers also die with the test process (PR_SET_PDEATHSIG). Meson passes the binaries in MARIADBD and
 // MARIADB_INSTALL_DB; without them skip_unless_installed() exits 77 (SKIP).
 #pragma once
 
@@ -72,6 +72,9 @@ class MariadbCluster {
   // SIGCONT it.
   bool pause(std::size_t i) const;
   void resume(std::size_t i) const;
+  // SIGKILL instance i (a crash: no shutdown, nothing flushed beyond what was synced); it stays
+  // down.
+  void kill(std::size_t i);
 
  private:
   MariadbCluster() = default;

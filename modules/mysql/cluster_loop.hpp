@@ -1,0 +1,99 @@
+// One turn of the failover loop, gather -> decide -> execute at most one operation, and a small
+// driver that repeats it every period until stopped. The memory is passed in and out (the
+// module class will keep it in the store, fenced by the leader's term); nothing here persists.
+// Gathering connects to every instance in parallel threads with the spec's short timeouts, so a
+// hung instance costs one timeout per gather; the primary's binary log position is read again
+// after every replica's, since errant() needs replica positions older than the primary's.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "agent/util/error.hpp"
+#include "modules/mysql/cluster_state.hpp"
+#include "modules/mysql/operations.hpp"
+
+namespace neco::mysql {
+
+// Reads the status of every instance of the spec (`primary`'s gtid_binlog_pos after the
+// others' positions).
+Observation gather(const ClusterSpec& spec, const Access& access, const std::string& primary,
+                   std::int64_t now_ms);
+
+// Measures, across gathers, how long each replica's received position and heartbeat count
+// have not moved, and fills InstanceObservation::silent_ms (decide() treats a replica silent
+// for policy.replica_silence as having lost its primary). Kept in memory only.
+class ReplicaProgress {
+ public:
+  void annotate(Observation& observation);
+
+ private:
+  struct Seen {
+    std::string source;  // host:port it replicates from
+    std::uint64_t heartbeats = 0;
+    GtidPosition io_pos;
+    std::int64_t since_ms = 0;  // when these values were first seen
+  };
+  std::map<std::string, Seen> seen_;
+};
+
+struct RunResult {
+  Observation observation;
+  Decision decision;
+  std::optional<Error> error;  // the operation's failure (the next run retries or re-decides)
+  std::chrono::milliseconds gather_time{0};
+  std::chrono::milliseconds operation_time{0};
+};
+
+// The wall clock in ms since the epoch (what memory windows are measured in).
+std::int64_t wall_clock_ms();
+
+// One turn: gather, annotate with `progress` (when given), decide with `memory`, execute the
+// operation; `memory` is updated (the decision's memory, then after_success() when the
+// operation succeeded). `spec` must be valid.
+RunResult run_once(const ClusterSpec& spec, const Access& access, ClusterMemory& memory,
+                   ReplicaProgress* progress = nullptr);
+
+// Runs run_once every `period` on its own thread until stop() or destruction.
+class ClusterLoop {
+ public:
+  using Observer = std::function<void(const RunResult&, const ClusterMemory&)>;
+
+  ClusterLoop(ClusterSpec spec, Access access, ClusterMemory memory,
+              std::chrono::milliseconds period, Observer observer = {});
+  ~ClusterLoop();
+  ClusterLoop(const ClusterLoop&) = delete;
+  ClusterLoop& operator=(const ClusterLoop&) = delete;
+
+  // Stops after the current turn (a turn is bounded by the spec's timeouts).
+  void stop();
+  // A copy of the memory after the last turn.
+  ClusterMemory memory() const;
+  // Applies `change` to the memory between turns (e.g. request_switchover).
+  Expected<void> update(const std::function<Expected<void>(ClusterMemory&)>& change);
+  std::uint64_t turns() const;
+
+ private:
+  void run();
+
+  const ClusterSpec spec_;
+  const Access access_;
+  const std::chrono::milliseconds period_;
+  Observer observer_;
+  std::mutex turn_mutex_;  // held during a turn and by update()
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  ClusterMemory memory_;
+  bool stopping_ = false;
+  std::uint64_t turns_ = 0;
+  ReplicaProgress progress_;  // used by the loop thread only
+  std::thread thread_;
+};
+
+}  // namespace neco::mysql
