@@ -1,7 +1,8 @@
 """The netboot inventory through the real `neco` CLI against one real controller agent (SQLite
 store; DHCP and TFTP off, so no privileged ports or namespaces): IPAM, registration (file,
 array, stdin), list filters and --json, the lifecycle's refusals, label updates, removal only
-once retired, and the audit log naming who did each mutation. Malformed files give a clear
+once retired, the audit log naming who did each mutation, and the leader's health feed moving
+the machine named like the agent's own node to healthy. Malformed files give a clear
 error and change nothing. Usage: test_inventory_cli.py NECO_BINARY [unittest args]."""
 
 import json
@@ -12,7 +13,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from neco_harness import Agent  # noqa: E402
+from neco_harness import Agent, free_port, wait_for  # noqa: E402
 
 NECO = None
 
@@ -47,7 +48,13 @@ class InventoryCli(unittest.TestCase):
     def setUpClass(cls):
         cls.agent = Agent(NECO)
         cls.agent.set_modules("modules:\n  netboot:\n    dhcp:\n      enabled: false\n"
-                              "    tftp:\n      enabled: false\n")
+                              "    tftp:\n      enabled: false\n"
+                              f"    http:\n      address: 127.0.0.1\n      port: {free_port()}\n")
+        # Heartbeats every second, so the leader's health feed runs within the test.
+        with open(cls.agent.role) as f:
+            role = f.read()
+        with open(cls.agent.role, "w") as f:
+            f.write(role.replace("cluster:\n  api:\n", "cluster:\n  heartbeat_interval: 1s\n  api:\n"))
         cls.tmp = tempfile.mkdtemp(prefix="neco-inv-")
         try:
             cls.agent.start()
@@ -209,11 +216,22 @@ class InventoryCli(unittest.TestCase):
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 1, r.stderr)
 
+    def test_99_health_feed(self):
+        # The agent's own cluster member is "itest-node": the machine with that serial (names
+        # compare case-insensitively) follows its heartbeats, uninitialized -> healthy.
+        spec = {"serial": "ITEST-NODE", "rack": 2, "role": "worker", "bmc_type": "IPMI-2.0"}
+        self.ok("machines", "register", self.write("self.json", json.dumps(spec)))
+        self.assertTrue(wait_for(lambda: self.machines("--serial", "ITEST-NODE")[0]["state"] ==
+                                 "healthy", timeout=15), self.agent.output()[-2000:])
+        audit = json.loads(self.ok("machines", "audit", "--serial", "ITEST-NODE", "--json"))
+        self.assertIn("netboot-health-feed", [e["who"] for e in audit["entries"]])
+
 
 def main():
     global NECO
     NECO = os.path.abspath(sys.argv.pop(1))
     unittest.main()
+
 
 
 if __name__ == "__main__":
