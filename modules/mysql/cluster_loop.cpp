@@ -115,7 +115,7 @@ void ReplicaProgress::annotate(Observation& observation) {
 }
 
 RunResult run_once(const ClusterSpec& spec, const Access& access, ClusterMemory& memory,
-                   ReplicaProgress* progress) {
+                   ReplicaProgress* progress, const Gate& gate) {
   RunResult result;
   const auto start = Clock::now();
   const std::string primary = memory.primary.empty() ? spec.declared_primary() : memory.primary;
@@ -123,6 +123,12 @@ RunResult run_once(const ClusterSpec& spec, const Access& access, ClusterMemory&
   result.gather_time = since(start);
   if (progress != nullptr) progress->annotate(result.observation);
   result.decision = decide(spec, result.observation, memory);
+  if (gate) {
+    if (auto ok = gate(result.decision, memory); !ok) {
+      result.error = ok.error();
+      return result;
+    }
+  }
   memory = result.decision.memory;
   const auto op_start = Clock::now();
   if (auto ok = execute(spec, access, result.decision.operation); ok) {
@@ -135,11 +141,12 @@ RunResult run_once(const ClusterSpec& spec, const Access& access, ClusterMemory&
 }
 
 ClusterLoop::ClusterLoop(ClusterSpec spec, Access access, ClusterMemory memory,
-                         std::chrono::milliseconds period, Observer observer)
+                         std::chrono::milliseconds period, Observer observer, Gate gate)
     : spec_(std::move(spec)),
       access_(std::move(access)),
       period_(period),
       observer_(std::move(observer)),
+      gate_(std::move(gate)),
       memory_(std::move(memory)) {
   thread_ = std::thread([this] { run(); });
 }
@@ -183,7 +190,7 @@ void ClusterLoop::run() {
         if (stopping_) return;
         memory = memory_;
       }
-      RunResult result = run_once(spec_, access_, memory, &progress_);
+      RunResult result = run_once(spec_, access_, memory, &progress_, gate_);
       if (observer_) observer_(result, memory);
       const std::lock_guard lock(mutex_);
       memory_ = std::move(memory);

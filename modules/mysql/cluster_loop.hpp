@@ -1,6 +1,7 @@
 // One turn of the failover loop, gather -> decide -> execute at most one operation, and a small
 // driver that repeats it every period until stopped. The memory is passed in and out (the
-// module class will keep it in the store, fenced by the leader's term); nothing here persists.
+// module class keeps it in the store, written through the gate, fenced by the leader's
+// term, before each operation); nothing here persists.
 // Gathering connects to every instance in parallel threads with the spec's short timeouts, so a
 // hung instance costs one timeout per gather; the primary's binary log position is read again
 // after every replica's, since errant() needs replica positions older than the primary's.
@@ -57,8 +58,14 @@ std::int64_t wall_clock_ms();
 // One turn: gather, annotate with `progress` (when given), decide with `memory`, execute the
 // operation; `memory` is updated (the decision's memory, then after_success() when the
 // operation succeeded). `spec` must be valid.
+//
+// `gate`, when given, is called after deciding and before executing; when it fails the
+// operation is not executed, `memory` is left as it was and the error is the result's. The
+// module stores the decision's memory there (fenced by the leader's term, so a deposed leader
+// never acts) and refuses while an operator has paused the cluster.
+using Gate = std::function<Expected<void>(const Decision& decision, const ClusterMemory& before)>;
 RunResult run_once(const ClusterSpec& spec, const Access& access, ClusterMemory& memory,
-                   ReplicaProgress* progress = nullptr);
+                   ReplicaProgress* progress = nullptr, const Gate& gate = {});
 
 // Runs run_once every `period` on its own thread until stop() or destruction.
 class ClusterLoop {
@@ -66,7 +73,7 @@ class ClusterLoop {
   using Observer = std::function<void(const RunResult&, const ClusterMemory&)>;
 
   ClusterLoop(ClusterSpec spec, Access access, ClusterMemory memory,
-              std::chrono::milliseconds period, Observer observer = {});
+              std::chrono::milliseconds period, Observer observer = {}, Gate gate = {});
   ~ClusterLoop();
   ClusterLoop(const ClusterLoop&) = delete;
   ClusterLoop& operator=(const ClusterLoop&) = delete;
@@ -86,6 +93,7 @@ class ClusterLoop {
   const Access access_;
   const std::chrono::milliseconds period_;
   Observer observer_;
+  Gate gate_;
   std::mutex turn_mutex_;  // held during a turn and by update()
   mutable std::mutex mutex_;
   std::condition_variable wake_;

@@ -1,0 +1,118 @@
+// Unit tests of the mysql module's role-file section: a full cluster parses into the spec the
+// loop runs; validate()'s refusals (two primaries, duplicate instances, no instances) and the
+// schema's (unknown keys, bad ranges) come out at configure time naming the field path, so
+// `neco config check` rejects them; cluster names are unique; the store keys.
+#include <yaml-cpp/yaml.h>
+
+#include <catch2/catch.hpp>
+#include <string>
+
+#include "agent/config/role_config.hpp"
+#include "modules/mysql/mysql_module.hpp"
+
+namespace {
+
+using neco::Expected;
+namespace my = neco::mysql;
+
+Expected<my::MysqlConfig> parse(const std::string& yaml) {
+  const neco::config::ModuleSection ms{"mysql", YAML::Load(yaml), yaml, {}};
+  return my::parse_config(neco::config::Section(ms, "role.yaml"));
+}
+
+std::string cluster(const std::string& instances, const std::string& extra = "") {
+  return "clusters:\n"
+         "  - name: c1\n"
+         "    instances:\n" +
+         instances +
+         "    credentials: {admin_user: a, admin_password_file: /pa, repl_user: r, "
+         "repl_password_file: /pr}\n" +
+         extra;
+}
+
+constexpr const char* kThree =
+    "      - {name: m0, host: 10.0.0.1, port: 3306, primary: true}\n"
+    "      - {name: m1, host: 10.0.0.2}\n"
+    "      - {name: m2, host: 10.0.0.3, port: 3307}\n";
+
+std::string error_of(const std::string& yaml) {
+  auto c = parse(yaml);
+  REQUIRE_FALSE(c.has_value());
+  return c.error().message;
+}
+
+}  // namespace
+
+TEST_CASE("a cluster section becomes the spec the loop runs", "[mysql][config]") {
+  auto c = parse(cluster(kThree,
+                         "    policy: {failover: false, failure_confirm: 1500ms, "
+                         "connect_timeout: 2s, anti_flap_window: 5m}\n"));
+  REQUIRE(c.has_value());
+  REQUIRE(c->clusters.size() == 1);
+  auto spec = my::cluster_spec(c->clusters[0], "modules.mysql.clusters[0]");
+  REQUIRE(spec.has_value());
+  CHECK(spec->name == "c1");
+  REQUIRE(spec->instances.size() == 3);
+  CHECK(spec->declared_primary() == "m0");
+  CHECK(spec->instances[1].port == 3306);
+  CHECK(spec->instances[2].port == 3307);
+  CHECK_FALSE(spec->policy.failover);
+  CHECK(spec->policy.failure_confirm == std::chrono::milliseconds(1500));
+  CHECK(spec->policy.connect_timeout == std::chrono::seconds(2));
+  CHECK(c->clusters[0].policy.anti_flap_window == std::chrono::minutes(5));
+  CHECK(c->clusters[0].credentials.admin_password_file == "/pa");
+  // The effective config names the files, never a password.
+  const auto dumped = my::mysql_schema().dump(*c).dump();
+  CHECK(dumped.find("/pr") != std::string::npos);
+}
+
+TEST_CASE("no clusters is a valid (idle) section", "[mysql][config]") {
+  auto c = parse("{}");
+  REQUIRE(c.has_value());
+  CHECK(c->clusters.empty());
+}
+
+TEST_CASE("validate() refusals surface at configure with the field path", "[mysql][config]") {
+  const auto two =
+      error_of(cluster("      - {name: m0, host: h0, primary: true}\n"
+                       "      - {name: m1, host: h1, primary: true}\n"));
+  CHECK(two.find("modules.mysql.clusters[0]") != std::string::npos);
+  CHECK(two.find("primar") != std::string::npos);
+
+  const auto dup =
+      error_of(cluster("      - {name: m0, host: h0, primary: true}\n"
+                       "      - {name: m0, host: h1}\n"));
+  CHECK(dup.find("modules.mysql.clusters[0]") != std::string::npos);
+  CHECK(dup.find("m0") != std::string::npos);
+
+  const auto none = error_of(cluster("      []\n"));
+  CHECK(none.find("modules.mysql.clusters[0]") != std::string::npos);
+  CHECK(none.find("instances") != std::string::npos);
+
+  const auto no_primary = error_of(cluster("      - {name: m0, host: h0}\n"));
+  CHECK(no_primary.find("primar") != std::string::npos);
+}
+
+TEST_CASE("the schema refuses unknown keys, bad ports and missing credentials", "[mysql][config]") {
+  CHECK(error_of(cluster(kThree, "    polcy: {}\n")).find("polcy") != std::string::npos);
+  CHECK(error_of(cluster("      - {name: m0, host: h0, port: 0, primary: true}\n")).find("port") !=
+        std::string::npos);
+  CHECK(error_of(cluster(kThree, "    policy: {connect_timeout: 0s}\n")).find("connect_timeout") !=
+        std::string::npos);
+  const auto missing = error_of(std::string("clusters:\n  - name: c1\n    instances:\n") + kThree +
+                                "    credentials: {admin_user: a}\n");
+  CHECK(missing.find("admin_password_file") != std::string::npos);
+}
+
+TEST_CASE("cluster names are unique", "[mysql][config]") {
+  const std::string one = cluster(kThree);
+  const std::string twice = one + one.substr(std::string("clusters:\n").size());
+  const auto e = error_of(twice);
+  CHECK(e.find("modules.mysql.clusters[1].name") != std::string::npos);
+}
+
+TEST_CASE("store keys live under /neco/mysql/clusters/<name>/", "[mysql][config]") {
+  CHECK(my::memory_key("c1") == "/neco/mysql/clusters/c1/memory");
+  CHECK(my::paused_key("c1") == "/neco/mysql/clusters/c1/paused");
+  CHECK(my::last_failover_key("c1") == "/neco/mysql/clusters/c1/last_failover");
+}
