@@ -4,8 +4,8 @@
 // per process; each instance of every cluster starts from a copy of that data directory
 // (MariaDB has no per-server UUID in it), so an extra instance or cluster costs its startup
 // only. The destructor stops every server (SIGTERM, then SIGKILL after a bound) and removes the
-// directory; servers also die with the test process (PR_SET_PDEATHSIG). Meson passes the binaries in MARIADBD and
-// MARIADB_INSTALL_DB; without them skip_unless_installed() exits 77 (SKIP).
+// directory; servers also die with the test process (PR_SET_PDEATHSIG). Meson passes the binaries
+// in MARIADBD and MARIADB_INSTALL_DB; without them skip_unless_installed() exits 77 (SKIP).
 #pragma once
 
 #include <sys/types.h>
