@@ -34,30 +34,7 @@ constexpr auto kCommitDeadline = std::chrono::seconds(300);
 using AssetsFn = std::function<std::shared_ptr<AssetStore>()>;
 using WorkersFn = std::function<WorkerPool*()>;
 
-Status http_status(Errc code) {
-  switch (code) {
-    case Errc::invalid_argument:
-      return Status::bad_request;
-    case Errc::not_found:
-      return Status::not_found;
-    case Errc::already_exists:
-    case Errc::failed_precondition:
-      return Status::conflict;
-    case Errc::permission_denied:
-      return Status::forbidden;
-    case Errc::unavailable:
-    case Errc::cancelled:
-      return Status::service_unavailable;
-    case Errc::deadline_exceeded:
-      return Status::gateway_timeout;
-    default:
-      return Status::internal_server_error;
-  }
-}
-
-Response error_response(const Error& e) {
-  return Response::error(http_status(e.code), to_string(e.code), e.message);
-}
+using http::error_response;
 
 Response not_running() {
   return Response::error(Status::service_unavailable, "unavailable",
