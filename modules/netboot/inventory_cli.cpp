@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <initializer_list>
 #include <iostream>
 #include <iterator>
@@ -188,6 +189,27 @@ std::vector<std::string> strings(const po::variables_map& vm, const char* name) 
   return vm.count(name) != 0 ? vm[name].as<std::vector<std::string>>() : std::vector<std::string>{};
 }
 
+// A read-only action: parse, GET kRoot + path(operands), then print the agent's document with
+// --json, or as `table` lays it out.
+int show(const std::string& group, const std::string& action, const std::string& synopsis,
+         std::initializer_list<Operand> operands, const std::vector<std::string>& args,
+         const std::function<std::string(const std::vector<std::string>&)>& path,
+         const std::function<void(const json&)>& table) {
+  po::options_description desc("Options");
+  desc.add_options()("json", "print the agent's JSON");
+  Parsed p;
+  int code = kOk;
+  if (!parse_action(group, action, synopsis, desc, operands, args, p, code)) return code;
+  auto doc = call(p.target, "GET", std::string(kRoot) + path(p.operands));
+  if (!doc) return kFailed;
+  if (p.vm.count("json") != 0) {
+    print_json(*doc);
+  } else {
+    table(*doc);
+  }
+  return kOk;
+}
+
 // ---- neco machines
 
 constexpr const char* kMachinesSynopsis =
@@ -251,38 +273,29 @@ int machines_list(const std::vector<std::string>& args) {
 }
 
 int machines_get(const std::vector<std::string>& args) {
-  po::options_description desc("Options");
-  desc.add_options()("json", "print the agent's JSON");
-  Parsed p;
-  int code = kOk;
-  if (!parse_action("machines", "get", "machines get SERIAL [--json]", desc,
-                    {{"serial", "the machine"}}, args, p, code)) {
-    return code;
-  }
-  auto m = call(p.target, "GET", std::string(kRoot) + "machines/" + encode(p.operands[0]));
-  if (!m) return kFailed;
-  if (p.vm.count("json") != 0) {
-    print_json(*m);
-    return kOk;
-  }
-  std::string node_ips;
-  for (const auto& nic : m->value("ipv4", json::array()))
-    node_ips += (node_ips.empty() ? "" : ", ") + str(nic, "address") + "/" + str(nic, "mask_bits");
-  const auto row = [](const char* k, const std::string& v) {
-    std::printf("%-14s %s\n", k, v.c_str());
+  const auto table = [](const json& m) {
+    std::string node_ips;
+    for (const auto& nic : m.value("ipv4", json::array()))
+      node_ips +=
+          (node_ips.empty() ? "" : ", ") + str(nic, "address") + "/" + str(nic, "mask_bits");
+    const auto row = [](const char* k, const std::string& v) {
+      std::printf("%-14s %s\n", k, v.c_str());
+    };
+    row("SERIAL", str(m, "serial"));
+    row("RACK", str(m, "rack"));
+    row("INDEX", str(m, "index_in_rack"));
+    row("ROLE", str(m, "role"));
+    row("STATE", str(m, "state") + " (since " + utc(m.value("state_since", std::int64_t{0})) + ")");
+    row("LABELS", labels_text(m));
+    row("BMC-TYPE", str(m, "bmc_type"));
+    row("NODE-IP", node_ips.empty() ? "-" : node_ips);
+    row("BMC-IP", bmc_ip(m));
+    row("REGISTERED", utc(m.value("register_date", std::int64_t{0})));
+    row("RETIRE-DATE", utc(m.value("retire_date", std::int64_t{0})));
   };
-  row("SERIAL", str(*m, "serial"));
-  row("RACK", str(*m, "rack"));
-  row("INDEX", str(*m, "index_in_rack"));
-  row("ROLE", str(*m, "role"));
-  row("STATE", str(*m, "state") + " (since " + utc(m->value("state_since", std::int64_t{0})) + ")");
-  row("LABELS", labels_text(*m));
-  row("BMC-TYPE", str(*m, "bmc_type"));
-  row("NODE-IP", node_ips.empty() ? "-" : node_ips);
-  row("BMC-IP", bmc_ip(*m));
-  row("REGISTERED", utc(m->value("register_date", std::int64_t{0})));
-  row("RETIRE-DATE", utc(m->value("retire_date", std::int64_t{0})));
-  return kOk;
+  return show(
+      "machines", "get", "machines get SERIAL [--json]", {{"serial", "the machine"}}, args,
+      [](const auto& o) { return "machines/" + encode(o[0]); }, table);
 }
 
 int machines_register(const std::vector<std::string>& args) {
@@ -488,22 +501,14 @@ constexpr const char* kIpamSynopsis =
     "exist (every action takes --admin URL | --socket PATH).";
 
 int ipam_get(const std::vector<std::string>& args) {
-  po::options_description desc("Options");
-  desc.add_options()("json", "print the agent's JSON");
-  Parsed p;
-  int code = kOk;
-  if (!parse_action("ipam", "get", "ipam get [--json]", desc, {}, args, p, code)) return code;
-  auto doc = call(p.target, "GET", std::string(kRoot) + "ipam");
-  if (!doc) return kFailed;
-  if (p.vm.count("json") != 0) {
-    print_json(*doc);
-    return kOk;
-  }
-  for (const auto& [k, v] : doc->items()) {
-    std::printf("%-24s %s\n", k.c_str(),
-                v.is_string() ? v.get<std::string>().c_str() : v.dump().c_str());
-  }
-  return kOk;
+  return show(
+      "ipam", "get", "ipam get [--json]", {}, args, [](const auto&) { return std::string("ipam"); },
+      [](const json& doc) {
+        for (const auto& [k, v] : doc.items()) {
+          std::printf("%-24s %s\n", k.c_str(),
+                      v.is_string() ? v.get<std::string>().c_str() : v.dump().c_str());
+        }
+      });
 }
 
 int ipam_set(const std::vector<std::string>& args) {
@@ -551,54 +556,35 @@ constexpr const char* kTemplatesSynopsis =
     "that does not render is refused (every action takes --admin URL | --socket PATH).";
 
 int templates_list(const std::vector<std::string>& args) {
-  po::options_description desc("Options");
-  desc.add_options()("json", "print the agent's JSON");
-  Parsed p;
-  int code = kOk;
-  if (!parse_action("templates", "list", "templates list [--json]", desc, {}, args, p, code)) {
-    return code;
-  }
-  auto doc = call(p.target, "GET", std::string(kRoot) + "templates");
-  if (!doc) return kFailed;
-  if (p.vm.count("json") != 0) {
-    print_json(*doc);
-    return kOk;
-  }
-  std::printf("%-16s %-13s %-24s %-32s %s\n", "ROLE", "KIND", "KERNEL", "INITRDS", "UPDATED");
-  for (const auto& t : doc->value("templates", json::array())) {
-    std::string initrds;
-    for (const auto& i : t.value("initrds", json::array()))
-      initrds += (initrds.empty() ? "" : ",") + i.get<std::string>();
-    std::printf("%-16s %-13s %-24s %-32s %s by %s\n", str(t, "role").c_str(),
-                str(t, "kind").c_str(), str(t, "kernel").c_str(), initrds.c_str(),
-                utc(t.value("updated", std::int64_t{0})).c_str(), str(t, "who").c_str());
-  }
-  return kOk;
+  const auto table = [](const json& doc) {
+    std::printf("%-16s %-13s %-24s %-32s %s\n", "ROLE", "KIND", "KERNEL", "INITRDS", "UPDATED");
+    for (const auto& t : doc.value("templates", json::array())) {
+      std::string initrds;
+      for (const auto& i : t.value("initrds", json::array()))
+        initrds += (initrds.empty() ? "" : ",") + i.get<std::string>();
+      std::printf("%-16s %-13s %-24s %-32s %s by %s\n", str(t, "role").c_str(),
+                  str(t, "kind").c_str(), str(t, "kernel").c_str(), initrds.c_str(),
+                  utc(t.value("updated", std::int64_t{0})).c_str(), str(t, "who").c_str());
+    }
+  };
+  return show(
+      "templates", "list", "templates list [--json]", {}, args,
+      [](const auto&) { return std::string("templates"); }, table);
 }
 
 int templates_get(const std::vector<std::string>& args) {
-  po::options_description desc("Options");
-  desc.add_options()("json", "print the agent's JSON");
-  Parsed p;
-  int code = kOk;
-  if (!parse_action("templates", "get", "templates get ROLE [--json]", desc,
-                    {{"role", "machine role"}}, args, p, code)) {
-    return code;
-  }
-  auto doc = call(p.target, "GET", std::string(kRoot) + "templates/" + encode(p.operands[0]));
-  if (!doc) return kFailed;
-  if (p.vm.count("json") != 0) {
-    print_json(*doc);
-    return kOk;
-  }
-  std::printf("role:    %s\nkind:    %s\nkernel:  %s\ncmdline: %s\n", str(*doc, "role").c_str(),
-              str(*doc, "kind").c_str(), str(*doc, "kernel").c_str(), str(*doc, "cmdline").c_str());
-  for (const auto& i : doc->value("initrds", json::array()))
-    std::printf("initrd:  %s\n", i.get<std::string>().c_str());
-  std::printf("updated: %s by %s\n--- config\n%s\n",
-              utc(doc->value("updated", std::int64_t{0})).c_str(), str(*doc, "who").c_str(),
-              str(*doc, "config").c_str());
-  return kOk;
+  const auto table = [](const json& doc) {
+    std::printf("role:    %s\nkind:    %s\nkernel:  %s\ncmdline: %s\n", str(doc, "role").c_str(),
+                str(doc, "kind").c_str(), str(doc, "kernel").c_str(), str(doc, "cmdline").c_str());
+    for (const auto& i : doc.value("initrds", json::array()))
+      std::printf("initrd:  %s\n", i.get<std::string>().c_str());
+    std::printf("updated: %s by %s\n--- config\n%s\n",
+                utc(doc.value("updated", std::int64_t{0})).c_str(), str(doc, "who").c_str(),
+                str(doc, "config").c_str());
+  };
+  return show(
+      "templates", "get", "templates get ROLE [--json]", {{"role", "machine role"}}, args,
+      [](const auto& o) { return "templates/" + encode(o[0]); }, table);
 }
 
 int templates_set(const std::vector<std::string>& args) {
@@ -672,26 +658,16 @@ int templates_remove(const std::vector<std::string>& args) {
 }
 
 int templates_render(const std::vector<std::string>& args) {
-  po::options_description desc("Options");
-  desc.add_options()("json", "print the agent's JSON");
-  Parsed p;
-  int code = kOk;
-  if (!parse_action("templates", "render",
-                    "templates render SERIAL [--json]\n\nWhat the machine gets when it boots: "
-                    "its iPXE script and its rendered boot config.",
-                    desc, {{"serial", "machine serial"}}, args, p, code)) {
-    return code;
-  }
-  auto doc =
-      call(p.target, "GET", std::string(kRoot) + "machines/" + encode(p.operands[0]) + "/boot");
-  if (!doc) return kFailed;
-  if (p.vm.count("json") != 0) {
-    print_json(*doc);
-    return kOk;
-  }
-  std::printf("--- iPXE script\n%s--- %s\n%s\n", str(*doc, "script").c_str(),
-              str(*doc, "content_type").c_str(), str(*doc, "config").c_str());
-  return kOk;
+  return show(
+      "templates", "render",
+      "templates render SERIAL [--json]\n\nWhat the machine gets when it boots: its iPXE script "
+      "and its rendered boot config.",
+      {{"serial", "machine serial"}}, args,
+      [](const auto& o) { return "machines/" + encode(o[0]) + "/boot"; },
+      [](const json& doc) {
+        std::printf("--- iPXE script\n%s--- %s\n%s\n", str(doc, "script").c_str(),
+                    str(doc, "content_type").c_str(), str(doc, "config").c_str());
+      });
 }
 
 int run_templates(const std::vector<std::string>& args) {
