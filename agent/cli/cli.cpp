@@ -65,6 +65,22 @@ bool parse(const std::string& command, const std::string& synopsis, po::options_
   return true;
 }
 
+int dispatch(const std::string& command, const char* synopsis,
+             std::initializer_list<Action> actions, const std::vector<std::string>& args) {
+  if (args.empty()) return usage_error(command, "an action is needed");
+  const auto& action = args[0];
+  if (action == "--help" || action == "-h" || action == "help") {
+    std::printf("Usage: neco %s\n", synopsis);
+    return kOk;
+  }
+  std::string known;
+  for (const auto& [name, run] : actions) {
+    if (action == name) return run({args.begin() + 1, args.end()});
+    known += (known.empty() ? "" : ", ") + std::string(name);
+  }
+  return usage_error(command, "unknown action '" + action + "' (known: " + known + ")");
+}
+
 void add_target_options(po::options_description& desc) {
   desc.add_options()("admin", po::value<std::string>(),
                      "admin endpoint URL (default: $NECO_ADMIN or http://127.0.0.1:9180)")(

@@ -6,8 +6,11 @@
 
 #include <boost/program_options.hpp>
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agent/cli/admin_client.hpp"
@@ -48,6 +51,15 @@ AdminTarget target_from(const po::variables_map& vm);
 // status >= 400 other than 503) and returns false on any failure.
 bool fetch_json(const AdminTarget& target, const std::string& method, const std::string& path,
                 nlohmann::json& out, const std::string& body = "");
+
+// One action of a command with actions ("neco machines list ..."): its name and what runs it
+// with the arguments after the name.
+using Action = std::pair<const char*, std::function<int(const std::vector<std::string>&)>>;
+
+// Runs the action args[0] names: a usage error when there is none or it is unknown (listing
+// the known ones), "Usage: neco SYNOPSIS" for --help/-h/help.
+int dispatch(const std::string& command, const char* synopsis,
+             std::initializer_list<Action> actions, const std::vector<std::string>& args);
 
 // "3m ago" for a unix time, "never" for 0.
 std::string format_age(std::int64_t unix_seconds);

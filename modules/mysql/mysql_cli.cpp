@@ -134,20 +134,14 @@ int clustering(const std::vector<std::string>& args, bool stop) {
 }
 
 int run_mysql(const std::vector<std::string>& args) {
-  if (args.empty()) return cli::usage_error("mysql", "an action is needed");
-  const auto& action = args[0];
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (action == "--help" || action == "-h" || action == "help") {
-    std::printf("Usage: neco %s\n", kSynopsis);
-    return kOk;
-  }
-  if (action == "status") return status(rest);
-  if (action == "switchover") return switchover(rest);
-  if (action == "stop-clustering") return clustering(rest, true);
-  if (action == "start-clustering") return clustering(rest, false);
-  return cli::usage_error("mysql", "unknown action '" + action +
-                                       "' (known: status, switchover, stop-clustering, "
-                                       "start-clustering)");
+  return cli::dispatch("mysql", kSynopsis,
+                       {
+                           {"status", status},
+                           {"switchover", switchover},
+                           {"stop-clustering", [](const auto& a) { return clustering(a, true); }},
+                           {"start-clustering", [](const auto& a) { return clustering(a, false); }},
+                       },
+                       args);
 }
 
 }  // namespace

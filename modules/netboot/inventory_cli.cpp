@@ -473,23 +473,17 @@ int machines_audit(const std::vector<std::string>& args) {
 }
 
 int run_machines(const std::vector<std::string>& args) {
-  if (args.empty()) return cli::usage_error("machines", "an action is needed");
-  const auto& action = args[0];
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (action == "--help" || action == "-h" || action == "help") {
-    std::printf("Usage: neco %s\n", kMachinesSynopsis);
-    return kOk;
-  }
-  if (action == "list") return machines_list(rest);
-  if (action == "get") return machines_get(rest);
-  if (action == "register") return machines_register(rest);
-  if (action == "set-state") return machines_set_state(rest);
-  if (action == "update") return machines_update(rest);
-  if (action == "remove") return machines_remove(rest);
-  if (action == "audit") return machines_audit(rest);
-  return cli::usage_error("machines", "unknown action '" + action +
-                                          "' (known: list, get, register, set-state, update, "
-                                          "remove, audit)");
+  return cli::dispatch("machines", kMachinesSynopsis,
+                       {
+                           {"list", machines_list},
+                           {"get", machines_get},
+                           {"register", machines_register},
+                           {"set-state", machines_set_state},
+                           {"update", machines_update},
+                           {"remove", machines_remove},
+                           {"audit", machines_audit},
+                       },
+                       args);
 }
 
 // ---- neco ipam
@@ -529,16 +523,12 @@ int ipam_set(const std::vector<std::string>& args) {
 }
 
 int run_ipam(const std::vector<std::string>& args) {
-  if (args.empty()) return cli::usage_error("ipam", "an action is needed");
-  const auto& action = args[0];
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (action == "--help" || action == "-h" || action == "help") {
-    std::printf("Usage: neco %s\n", kIpamSynopsis);
-    return kOk;
-  }
-  if (action == "get") return ipam_get(rest);
-  if (action == "set") return ipam_set(rest);
-  return cli::usage_error("ipam", "unknown action '" + action + "' (known: get, set)");
+  return cli::dispatch("ipam", kIpamSynopsis,
+                       {
+                           {"get", ipam_get},
+                           {"set", ipam_set},
+                       },
+                       args);
 }
 
 // ---- neco templates
@@ -671,20 +661,15 @@ int templates_render(const std::vector<std::string>& args) {
 }
 
 int run_templates(const std::vector<std::string>& args) {
-  if (args.empty()) return cli::usage_error("templates", "an action is needed");
-  const auto& action = args[0];
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (action == "--help" || action == "-h" || action == "help") {
-    std::printf("Usage: neco %s\n", kTemplatesSynopsis);
-    return kOk;
-  }
-  if (action == "list") return templates_list(rest);
-  if (action == "get") return templates_get(rest);
-  if (action == "set") return templates_set(rest);
-  if (action == "remove") return templates_remove(rest);
-  if (action == "render") return templates_render(rest);
-  return cli::usage_error(
-      "templates", "unknown action '" + action + "' (known: list, get, set, remove, render)");
+  return cli::dispatch("templates", kTemplatesSynopsis,
+                       {
+                           {"list", templates_list},
+                           {"get", templates_get},
+                           {"set", templates_set},
+                           {"remove", templates_remove},
+                           {"render", templates_render},
+                       },
+                       args);
 }
 
 }  // namespace
