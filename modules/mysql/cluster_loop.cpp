@@ -1,6 +1,7 @@
 // The failover loop's turn and its periodic driver (see cluster_loop.hpp).
 #include "modules/mysql/cluster_loop.hpp"
 
+#include <algorithm>
 #include <functional>
 #include <latch>
 #include <utility>
@@ -180,8 +181,33 @@ Expected<void> ClusterLoop::update(const std::function<Expected<void>(ClusterMem
   return change(memory_);
 }
 
+std::chrono::milliseconds next_turn_in(const RunResult& result, const ClusterMemory& memory,
+                                       const ClusterPolicy& policy,
+                                       std::chrono::milliseconds period, int& quick_turns) {
+  using std::chrono::milliseconds;
+  // An operation that succeeded changed the servers: look again now rather than a period
+  // later, so a failover's fence, promotion and repointing follow each other directly.
+  // Bounded, so an operation that succeeds without changing what decide() sees cannot spin.
+  if (!result.error && !std::holds_alternative<op::None>(result.decision.operation) &&
+      quick_turns < kMaxQuickTurns) {
+    ++quick_turns;
+    return milliseconds(0);
+  }
+  quick_turns = 0;
+  // A primary being confirmed as failed: wake when the confirmation window ends, not up to a
+  // period after it.
+  if (!result.error && memory.primary_failed_since_ms && !memory.failover) {
+    const std::int64_t due =
+        *memory.primary_failed_since_ms + policy.failure_confirm.count() - wall_clock_ms();
+    return std::clamp(milliseconds(due), kMinWait, period);
+  }
+  return period;
+}
+
 void ClusterLoop::run() {
+  int quick_turns = 0;
   while (true) {
+    std::chrono::milliseconds wait = period_;
     {
       const std::lock_guard turn(turn_mutex_);
       ClusterMemory memory;
@@ -192,12 +218,13 @@ void ClusterLoop::run() {
       }
       RunResult result = run_once(spec_, access_, memory, &progress_, gate_);
       if (observer_) observer_(result, memory);
+      wait = next_turn_in(result, memory, spec_.policy, period_, quick_turns);
       const std::lock_guard lock(mutex_);
       memory_ = std::move(memory);
       ++turns_;
     }
     std::unique_lock lock(mutex_);
-    if (wake_.wait_for(lock, period_, [this] { return stopping_; })) return;
+    if (wake_.wait_for(lock, wait, [this] { return stopping_; })) return;
   }
 }
 

@@ -67,7 +67,18 @@ using Gate = std::function<Expected<void>(const Decision& decision, const Cluste
 RunResult run_once(const ClusterSpec& spec, const Access& access, ClusterMemory& memory,
                    ReplicaProgress* progress = nullptr, const Gate& gate = {});
 
-// Runs run_once every `period` on its own thread until stop() or destruction.
+// How long the loop waits before its next turn: none after an operation that succeeded (at
+// most kMaxQuickTurns in a row), until the end of the failure confirmation window while a
+// primary is being confirmed as failed (at least kMinWait), else `period`. `quick_turns` counts
+// the turns in a row that did not wait.
+inline constexpr int kMaxQuickTurns = 8;
+inline constexpr std::chrono::milliseconds kMinWait{20};
+std::chrono::milliseconds next_turn_in(const RunResult& result, const ClusterMemory& memory,
+                                       const ClusterPolicy& policy,
+                                       std::chrono::milliseconds period, int& quick_turns);
+
+// Runs run_once on its own thread until stop() or destruction, pacing its turns with
+// next_turn_in().
 class ClusterLoop {
  public:
   using Observer = std::function<void(const RunResult&, const ClusterMemory&)>;

@@ -136,8 +136,15 @@ class Decider {
   // Replicas with transactions the primary lacks are remembered for good. Replicas were read
   // before the primary (cluster_loop gathers in that order) and a primary only moves forward,
   // so a healthy replica never looks errant here.
+  // During a failover the primary is gone; after a switchover's promotion the target takes
+  // writes but was gathered before the replicas that follow it, so comparing them with either
+  // instance could brand a healthy replica: detection resumes when the switchover is done.
   void note_errant() {
     if (d_.memory.failover) return;
+    if (d_.memory.switchover) {
+      const InstanceStatus* target = status_of(obs_, d_.memory.switchover->target);
+      if (target != nullptr && promoted(*target)) return;
+    }
     const InstanceStatus* primary = status_of(obs_, d_.memory.primary);
     if (primary == nullptr) return;
     for (const auto& instance : spec_.instances) {
@@ -270,6 +277,12 @@ class Decider {
                                 s.target, unreachable_reason(obs_, s.target)));
     }
     if (!promoted(*target)) {
+      if (contains_name(d_.memory.errant, s.target)) {
+        // It has transactions the old primary lacks: abandon; the normal path makes the old
+        // primary writable again.
+        d_.memory.switchover.reset();
+        return std::nullopt;
+      }
       if (old == nullptr) {
         // The old primary went away before the target took over: abandon; the normal path
         // restores it when it returns, or fails it over.

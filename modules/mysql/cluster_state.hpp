@@ -46,7 +46,7 @@ struct ClusterPolicy {
   // heartbeat_period_ms, 1 s by default, when there is nothing else to send).
   std::chrono::milliseconds replica_silence{3000};
   // The primary must look failed this long, continuously, before failover starts.
-  std::chrono::milliseconds failure_confirm{2000};
+  std::chrono::milliseconds failure_confirm{1000};
   // How long a candidate may take to apply its relay log in one wait (each wait is bounded;
   // the next run waits again while it makes progress).
   std::chrono::milliseconds relay_apply_timeout{5000};

@@ -41,7 +41,7 @@ struct CredentialsSection {
 struct PolicySection {
   bool failover = true;
   config::Duration replica_silence = std::chrono::seconds(3);
-  config::Duration failure_confirm = std::chrono::seconds(2);
+  config::Duration failure_confirm = std::chrono::seconds(1);
   config::Duration relay_apply_timeout = std::chrono::seconds(5);
   config::Duration kill_grace = std::chrono::milliseconds(500);
   config::Duration catchup_timeout = std::chrono::seconds(5);
@@ -60,7 +60,7 @@ struct ClusterSection {
 };
 
 struct MysqlConfig {
-  config::Duration interval = std::chrono::seconds(1);  // between a cluster's turns
+  config::Duration interval = std::chrono::milliseconds(500);  // between turns
   std::vector<ClusterSection> clusters;
 };
 

@@ -1,12 +1,13 @@
 // decide() on hand-built observations: detection that does not flap, every failover step and
 // its idempotence after a crash at each step, errant replicas never promoted, a candidate that
 // cannot apply its relay log waited for, split brain fenced, switchover steps; spec validation
-// and the memory's JSON round trip.
+// and the memory's JSON round trip; the loop's pacing between turns.
 #include <catch2/catch.hpp>
 
 #include <string>
 #include <vector>
 
+#include "modules/mysql/cluster_loop.hpp"
 #include "modules/mysql/cluster_state.hpp"
 
 namespace neco::mysql {
@@ -449,6 +450,45 @@ TEST_CASE("switchover steps", "[mysql][cluster_state]") {
   CHECK(d.state == ClusterState::healthy);
 }
 
+TEST_CASE("no replica is branded errant while a switchover's new primary takes writes",
+          "[mysql][cluster_state]") {
+  // Regression: the turn after the promotion compared r1, already following r2 and ahead of
+  // the old primary, with the old primary's binlog (gathered last) and marked r1 (and r2)
+  // errant for good.
+  ClusterMemory m;
+  m.primary = "p";
+  REQUIRE(request_switchover(spec3(), m, "r2", 0));
+  m.switchover->writes_blocked = true;
+  auto obs = at(300, {primary("p", "0-1-20"), replica("r1", "10.0.0.3", "Yes", "0-3-24", "0-3-24"),
+                      primary("r2", "0-3-25")});
+  obs.instances[0].status->read_only = true;
+  auto d = decide(spec3(), obs, m);
+  CHECK(d.memory.errant.empty());
+  CHECK(op_as<op::Rejoin>(d).instance == "p");
+  obs.instances[0] = replica("p", "10.0.0.3", "Yes", "0-3-25", "0-3-25");
+  d = decide(spec3(), obs, d.memory);
+  CHECK(d.memory.errant.empty());
+  CHECK(d.memory.primary == "r2");
+  CHECK(d.state == ClusterState::healthy);
+}
+
+TEST_CASE("a switchover to a target found errant is abandoned and the primary writable again",
+          "[mysql][cluster_state]") {
+  ClusterMemory m;
+  m.primary = "p";
+  REQUIRE(request_switchover(spec3(), m, "r1", 0));
+  m.switchover->writes_blocked = true;
+  // r1 has 0-9-7, which the primary never had: errant, so never promoted.
+  auto obs = at(300, {primary("p", "0-1-20"), replica("r1", "10.0.0.1", "Yes", "0-1-20", "0-1-20"),
+                      replica("r2", "10.0.0.1", "Yes", "0-1-20", "0-1-20")});
+  obs.instances[0].status->read_only = true;
+  obs.instances[1].status->gtid_current_pos = pos("0-9-21");
+  const auto d = decide(spec3(), obs, m);
+  CHECK(d.memory.errant == std::vector<std::string>{"r1"});
+  CHECK_FALSE(d.memory.switchover);
+  CHECK(op_as<op::Promote>(d).instance == "p");
+}
+
 TEST_CASE("a switchover whose old primary vanishes is abandoned", "[mysql][cluster_state]") {
   ClusterMemory m;
   m.primary = "p";
@@ -494,6 +534,39 @@ TEST_CASE("the memory round-trips through JSON", "[mysql][cluster_state]") {
   REQUIRE_FALSE(bad);
   CHECK_THAT(bad.error().message, Catch::Contains("failover.candidate is missing"));
   CHECK_FALSE(memory_from_json("not json"));
+}
+
+TEST_CASE("the loop turns again at once after an operation and wakes when confirmation ends",
+          "[mysql][loop]") {
+  using std::chrono::milliseconds;
+  const ClusterPolicy policy = spec3().policy;  // failure_confirm 1 s
+  const milliseconds period(500);
+  int quick = 0;
+  RunResult acted;
+  acted.decision.operation = op::Promote{"r1"};
+  ClusterMemory memory;
+  // An operation that succeeded: no wait, at most kMaxQuickTurns in a row.
+  for (int i = 0; i < kMaxQuickTurns; ++i)
+    CHECK(next_turn_in(acted, memory, policy, period, quick) == milliseconds(0));
+  CHECK(next_turn_in(acted, memory, policy, period, quick) == period);
+  CHECK(quick == 0);
+  // One that failed waits the period (a failing server is not hammered).
+  RunResult failed = acted;
+  failed.error = Error{Errc::unavailable, "down"};
+  CHECK(next_turn_in(failed, memory, policy, period, quick) == period);
+  // Nothing to do: the period, unless a lost primary is being confirmed.
+  const RunResult idle;
+  CHECK(next_turn_in(idle, memory, policy, period, quick) == period);
+  memory.primary_failed_since_ms = wall_clock_ms() - 800;  // 200 ms of the window left
+  const milliseconds wait = next_turn_in(idle, memory, policy, period, quick);
+  CHECK(wait <= milliseconds(200));
+  CHECK(wait >= milliseconds(150));
+  memory.primary_failed_since_ms = wall_clock_ms() - 5000;  // overdue: soon, not at once
+  CHECK(next_turn_in(idle, memory, policy, period, quick) == kMinWait);
+  memory.primary_failed_since_ms = wall_clock_ms();  // the whole window: at most a period
+  CHECK(next_turn_in(idle, memory, policy, period, quick) == period);
+  memory.failover = ClusterMemory::Failover{"p", "", 1};  // failing over: the operations pace it
+  CHECK(next_turn_in(idle, memory, policy, period, quick) == period);
 }
 
 }  // namespace neco::mysql
