@@ -151,11 +151,24 @@ class Decider {
       if (instance.name == d_.memory.primary) continue;
       const InstanceStatus* status = status_of(obs_, instance.name);
       if (status == nullptr || contains_name(d_.memory.errant, instance.name)) continue;
-      if (!errant(status->gtid_current_pos, primary->gtid_binlog_pos).empty()) {
+      if (!errant(status->gtid_current_pos, primary->gtid_binlog_pos).empty() ||
+          diverged_from_primary(*status)) {
         d_.memory.errant.push_back(instance.name);
         std::sort(d_.memory.errant.begin(), d_.memory.errant.end());
       }
     }
+  }
+
+  // The primary refused this replica's position (error 1236: its GTID is not in the
+  // primary's binlog although the binlog has higher sequence numbers): a transaction of the
+  // same sequence number but another origin, e.g. an old primary's unacknowledged tail that
+  // crash recovery committed. Positions alone cannot show it (only the last GTID per domain
+  // is known), the primary's answer does.
+  bool diverged_from_primary(const InstanceStatus& status) const {
+    const InstanceSpec* pspec = spec_.find(d_.memory.primary);
+    if (pspec == nullptr || !replicates_from(status, *pspec)) return false;
+    const std::string& e = source_row(status)->last_io_error;
+    return e.find("1236") != std::string::npos && e.find("diverged") != std::string::npos;
   }
 
   Decision failover() {

@@ -489,6 +489,26 @@ TEST_CASE("a switchover to a target found errant is abandoned and the primary wr
   CHECK(op_as<op::Promote>(d).instance == "p");
 }
 
+TEST_CASE("a replica the primary refuses as diverged (error 1236) is errant",
+          "[mysql][cluster_state]") {
+  // An old primary whose unacknowledged tail was committed by crash recovery: 0-1-51 where
+  // the new primary wrote 0-2-51. Positions alone look contained (51 < 60).
+  ClusterMemory m;
+  m.primary = "p";
+  auto obs = at(0, {primary("p", "0-2-60"), replica("r1", "10.0.0.1", "Yes", "0-2-60", "0-2-60"),
+                    replica("r2", "10.0.0.1", "No", "0-1-51", "0-1-51")});
+  auto d = decide(spec3(), obs, m);
+  CHECK(d.memory.errant.empty());  // an IO thread down alone says nothing
+  obs.instances[2].status->replication[0].last_io_error =
+      "Got fatal error 1236 from master when reading data from binary log: 'Error: connecting "
+      "slave requested to start from GTID 0-1-51, which is not in the master's binlog. Since "
+      "the master's binlog contains GTIDs with higher sequence numbers, it probably means that "
+      "the slave has diverged due to executing extra erroneous transactions'";
+  d = decide(spec3(), obs, m);
+  CHECK(d.memory.errant == std::vector<std::string>{"r2"});
+  CHECK(d.state == ClusterState::degraded);
+}
+
 TEST_CASE("a switchover whose old primary vanishes is abandoned", "[mysql][cluster_state]") {
   ClusterMemory m;
   m.primary = "p";
