@@ -19,6 +19,7 @@
 #include "agent/runtime/agent.hpp"
 #include "agent/runtime/code_residency.hpp"
 #include "agent/runtime/loader.hpp"
+#include "agent/util/failpoint.hpp"
 
 namespace neco::cli {
 namespace {
@@ -145,6 +146,16 @@ int cmd_agent(const std::vector<std::string>& args) {
         residency.registered_bytes / 1024, residency.dropped_bytes / 1024);
   } else {
     log::Logger("agent").debug("code mapped by the kernel's defaults: {}", residency.detail);
+  }
+  // Before any thread starts (the table is not locked); a fault test must not run without its
+  // fault, so a bad value refuses the start.
+  if (auto armed = failpoint::arm_from_environment(); !armed) {
+    std::fprintf(stderr, "neco: refusing to start: %s\n", armed.error().message.c_str());
+    return kFailed;
+  }
+  if (failpoint::any_armed()) {
+    log::Logger("agent").warning("failpoints armed (the process kills itself there): {}",
+                                 failpoint::armed_names());
   }
   auto loaded = load_config(vm["role"].as<std::string>());
   if (!loaded) {

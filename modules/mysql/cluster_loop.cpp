@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "agent/util/failpoint.hpp"
+
 namespace neco::mysql {
 
 namespace {
@@ -131,8 +133,15 @@ RunResult run_once(const ClusterSpec& spec, const Access& access, ClusterMemory&
     }
   }
   memory = result.decision.memory;
+  // Crash points for fault tests (see mysql.md): the memory is stored, the operation not done
+  // (before), or done but its effect not recorded (after); the next leader must finish either.
+  const bool crash_points =
+      failpoint::any_armed() && !std::holds_alternative<op::None>(result.decision.operation);
+  const std::string kind_name = crash_points ? std::string(kind(result.decision.operation)) : "";
+  if (crash_points) failpoint::hit("mysql.before." + kind_name);
   const auto op_start = Clock::now();
   if (auto ok = execute(spec, access, result.decision.operation); ok) {
+    if (crash_points) failpoint::hit("mysql.after." + kind_name);
     memory = after_success(std::move(memory), result.decision.operation);
   } else {
     result.error = ok.error();
