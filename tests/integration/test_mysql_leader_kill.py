@@ -35,8 +35,10 @@ from neco_harness import Agent, free_port, http, role_text, wait_for  # noqa: E4
 NECO = None
 ETCD = shutil.which("etcd")
 ELECTION_TTL = "2s"
+# relay_apply_timeout outlasts HOLD_APPLY_S, so the held-back candidate's first wait succeeds
+# (the after.wait_relay_apply failpoint fires on success only) however fast detection is.
 POLICY = {"replica_silence": "2s", "failure_confirm": "500ms", "kill_grace": "200ms",
-          "anti_flap_window": "0s"}
+          "anti_flap_window": "0s", "relay_apply_timeout": "15s"}
 # Where the leader dies mid-failover. wait_relay_apply happens only when the candidate has
 # received more than it applied: for that round the replicas' SQL threads are held back (a
 # table lock on t.x) while the primary still gets acknowledged writes, and then killed.
