@@ -112,6 +112,8 @@ const config::Schema<MysqlConfig>& mysql_schema() {
     s.field("interval", &MysqlConfig::interval, "pause between a cluster's turns",
             {.min = std::chrono::milliseconds(100)});
     s.list("clusters", &MysqlConfig::clusters, cl, "MariaDB clusters the leader manages");
+    s.section("local", &MysqlConfig::local, local_schema(),
+              "this node's own mariadbd: option file, optional start, health");
     return s;
   }();
   return schema;
@@ -144,6 +146,11 @@ Expected<ClusterSpec> cluster_spec(const ClusterSection& section, const std::str
 Expected<MysqlConfig> parse_config(const config::Section& section) {
   MysqlConfig c;
   if (auto ok = section.read(mysql_schema(), c); !ok) return std::unexpected(ok.error());
+  if (section.node().IsMap() && section.node()["local"].IsDefined()) {
+    c.local.present = true;
+    auto local = local_spec(c.local, section.path() + ".local");
+    if (!local) return std::unexpected(local.error());
+  }
   for (std::size_t i = 0; i < c.clusters.size(); ++i) {
     const std::string at = fmt::format("{}.clusters[{}]", section.path(), i);
     if (auto spec = cluster_spec(c.clusters[i], at); !spec) return std::unexpected(spec.error());
@@ -369,6 +376,38 @@ Expected<void> MysqlModule::start(ModuleContext& context) {
       }
     }
   });
+  if (live_.local.present) {
+    auto spec = local_spec(live_.local, "modules.mysql.local");
+    if (!spec) return std::unexpected(spec.error());
+    auto local = std::make_unique<LocalServer>(std::move(*spec));
+    if (auto ok = local->start(); !ok) return ok;
+    local_ = std::move(local);
+    local_metrics_ =
+        context.metrics().add_collector([this](std::vector<metrics::MetricFamily>& out) {
+          const LocalStatus s = local_->status();
+          auto add = [&out](const char* name, const char* help, metrics::MetricType type,
+                            double v) {
+            auto& f = out.emplace_back();
+            f.name = name;
+            f.help = help;
+            f.type = type;
+            f.add(v);
+          };
+          const auto g = metrics::MetricType::gauge;
+          add("neco_mysql_local_up", "1 when the local mariadbd answered the last health check", g,
+              s.up ? 1 : 0);
+          add("neco_mysql_local_read_only", "1 when the local mariadbd is read_only", g,
+              s.up && s.read_only ? 1 : 0);
+          add("neco_mysql_local_restarts_total", "times the agent started a mariadbd that had died",
+              metrics::MetricType::counter, static_cast<double>(s.restarts));
+          add("neco_mysql_local_replication_io_running",
+              "1 when the local replica's IO thread is running", g, s.io_running == "Yes" ? 1 : 0);
+          add("neco_mysql_local_replication_sql_running",
+              "1 when the local replica's SQL thread is running", g, s.sql_running ? 1 : 0);
+          add("neco_mysql_local_healthy", "1 when the local mariadbd has no problem", g,
+              s.problem.empty() ? 1 : 0);
+        });
+  }
   running_ = true;
   if (auto* el = context.election(); el != nullptr && el->current().is_leader) {
     on_leader(el->current().term);
@@ -516,6 +555,10 @@ void MysqlModule::stop_loops() {
 
 void MysqlModule::stop() {
   stop_loops();
+  // The manager thread stops; mariadbd keeps running (a restarted agent adopts it).
+  local_metrics_.reset();
+  if (local_) local_->stop();
+  local_.reset();
   metrics_.reset();
   clusters_.clear();
   workers_ = nullptr;
@@ -525,6 +568,12 @@ void MysqlModule::stop() {
 
 Health MysqlModule::health() const {
   if (!running_) return {HealthState::stopped, ""};
+  if (local_) {
+    const LocalStatus s = local_->status();
+    if (s.checked_at_ms != 0 && !s.problem.empty()) {
+      return {HealthState::degraded, "local mariadbd: " + s.problem};
+    }
+  }
   for (const auto& c : clusters_) {
     const std::lock_guard lock(c->mutex);
     const std::string s = c->status.value("state", "unknown");
@@ -583,6 +632,16 @@ void MysqlModule::add_routes(ModuleRoutes& routes) {
   using http::Response;
   using Awaitable = boost::asio::awaitable<Response>;
   const auto timeout = std::chrono::seconds(30);
+  (void)routes.add(
+      "local", "this node's own mariadbd: process, health, replication",
+      [this](Request&) -> Awaitable {
+        // A snapshot under a mutex: nothing blocks here.
+        if (!local_) {
+          co_return http::error_response(
+              {Errc::not_found, "no local mariadbd is managed here (modules.mysql.local)"});
+        }
+        co_return Response::json(local_->status_json());
+      });
   (void)routes.add("clusters", "the managed MariaDB clusters and their state",
                    [this, timeout](Request&) -> Awaitable {
                      if (workers_ == nullptr || context_ == nullptr) {

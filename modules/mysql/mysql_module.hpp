@@ -1,4 +1,6 @@
-// The mysql module: on the leader controller, one failover loop (ClusterLoop) per MariaDB
+// The mysql module: on a node with modules.mysql.local, a LocalServer beside the node's own
+// mariadbd (option file, optional start and restart, health; controller or not). On the leader
+// controller, one failover loop (ClusterLoop) per MariaDB
 // cluster of the role file, whose memory lives in the store under
 // /neco/mysql/clusters/<name>/memory and is written, fenced by the leader's term, before each
 // operation runs, so a leader that crashed mid-operation has it redone by the next one and a
@@ -16,6 +18,7 @@
 #include "agent/metrics/registry.hpp"
 #include "agent/module/module.hpp"
 #include "modules/mysql/cluster_state.hpp"
+#include "modules/mysql/local_server.hpp"
 #include "modules/mysql/operations.hpp"
 
 namespace neco {
@@ -62,6 +65,7 @@ struct ClusterSection {
 struct MysqlConfig {
   config::Duration interval = std::chrono::milliseconds(500);  // between turns
   std::vector<ClusterSection> clusters;
+  LocalSection local;  // the node side: this node's own mariadbd (optional)
 };
 
 const config::Schema<MysqlConfig>& mysql_schema();
@@ -105,6 +109,8 @@ class MysqlModule final : public Module {
   WorkerPool* workers_ = nullptr;
   std::vector<std::shared_ptr<Cluster>> clusters_;
   metrics::CollectorHandle metrics_;
+  std::unique_ptr<LocalServer> local_;  // with modules.mysql.local, on any node
+  metrics::CollectorHandle local_metrics_;
   bool running_ = false;
 };
 

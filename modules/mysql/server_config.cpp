@@ -98,6 +98,10 @@ Expected<std::string> render_server_config(const ServerConfig& c) {
   line("read_only = ON");
   line("skip_slave_start = ON");
   line("relay_log_recovery = ON");
+  line("# Crash recovery as a replica: a binary log tail no replica acknowledged (AFTER_SYNC:");
+  line("# written and synced, prepared but not committed in InnoDB) is truncated and rolled back");
+  line("# at startup instead of committed, so a crashed primary rejoins without errant GTIDs.");
+  line("init_rpl_role = SLAVE");
   line("");
   line("# Semi-synchronous replication, AFTER_SYNC: a commit is acknowledged to its client only");
   line("# once a replica has it. The timeout never expires, so the primary never falls back to");

@@ -7,6 +7,11 @@
 // (wait point, endless timeout) but off, because on a replica with a binary log MariaDB holds
 // each applied transaction until an ack that never comes ("Waiting for semi-sync ACK from
 // slave"); promotion sets rpl_semi_sync_master_enabled=ON before replicas connect.
+// init_rpl_role=SLAVE (MariaDB 10.6.19 / 10.11.9 and later, MDEV-33465; read at startup only)
+// turns on semi-sync crash recovery: a crashed primary's binary log tail that no replica
+// acknowledged is truncated and its prepared transactions rolled back, instead of being committed
+// into an errant transaction. It only acts on a crash recovery; a clean restart keeps everything,
+// and a promoted instance is a primary whatever this startup role said.
 #pragma once
 
 #include <cstdint>

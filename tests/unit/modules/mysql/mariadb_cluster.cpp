@@ -197,11 +197,13 @@ ConnectOptions MariadbCluster::options(std::size_t i, const char* user,
   return o;
 }
 
-Expected<void> MariadbCluster::spawn(Instance& instance, const std::string& mariadbd) {
+Expected<void> MariadbCluster::spawn(Instance& instance, const std::string& mariadbd,
+                                     const std::vector<std::string>& extra) {
   std::vector<std::string> args = {
       mariadbd, "--defaults-file=" + (instance.dir / "my.cnf").string(), "--user=root",
       "--skip-name-resolve", "--pid-file=" + (instance.dir / "mariadbd.pid").string()};
   args.insert(args.end(), kSmallServer.begin(), kSmallServer.end());
+  args.insert(args.end(), extra.begin(), extra.end());
   auto pid = spawn_process(args, instance.dir / "error.log");
   if (!pid) return std::unexpected(pid.error());
   instance.pid = *pid;
@@ -209,7 +211,7 @@ Expected<void> MariadbCluster::spawn(Instance& instance, const std::string& mari
   return {};
 }
 
-Expected<void> MariadbCluster::wait_connectable(Instance& instance) {
+Expected<void> MariadbCluster::wait_connectable(Instance& instance, bool create_accounts) {
   const auto start = Clock::now();
   const auto deadline = start + std::chrono::seconds(30);
   ConnectOptions root;
@@ -236,6 +238,7 @@ Expected<void> MariadbCluster::wait_connectable(Instance& instance) {
     std::this_thread::sleep_for(milliseconds(20));
   }
   instance.startup = duration_cast<milliseconds>(Clock::now() - instance.spawned_at);
+  if (!create_accounts) return {};
 
   // Accounts, without binary logging: they are no transaction of the cluster's history.
   auto client = Client::connect(root);
@@ -397,6 +400,16 @@ void MariadbCluster::kill(std::size_t i) {
   int status = 0;
   ::waitpid(instance.pid, &status, 0);
   instance.pid = -1;
+}
+
+Expected<void> MariadbCluster::restart(std::size_t i, const std::vector<std::string>& extra) {
+  Instance& instance = instances_.at(i);
+  if (instance.pid > 0) {
+    return fail(Errc::failed_precondition,
+                fmt::format("mariadbd {} is still running (pid {})", instance.name, instance.pid));
+  }
+  if (auto ok = spawn(instance, env_path("MARIADBD"), extra); !ok) return ok;
+  return wait_connectable(instance, false);
 }
 
 MariadbCluster& shared_cluster() {

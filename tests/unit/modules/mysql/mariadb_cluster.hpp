@@ -75,11 +75,17 @@ class MariadbCluster {
   // SIGKILL instance i (a crash: no shutdown, nothing flushed beyond what was synced); it stays
   // down.
   void kill(std::size_t i);
+  // Starts instance i again (after kill()) from its data directory and my.cnf, with `extra`
+  // command-line options after the option file's (they override it); waits until it accepts
+  // connections (bounded). Replication stays stopped (skip_slave_start) and read_only is on.
+  Expected<void> restart(std::size_t i, const std::vector<std::string>& extra = {});
 
  private:
   MariadbCluster() = default;
-  Expected<void> spawn(Instance& instance, const std::string& mariadbd);
-  Expected<void> wait_connectable(Instance& instance);
+  Expected<void> spawn(Instance& instance, const std::string& mariadbd,
+                       const std::vector<std::string>& extra = {});
+  // Waits until root connects over the socket; then creates the test accounts if asked.
+  Expected<void> wait_connectable(Instance& instance, bool create_accounts = true);
 
   std::filesystem::path root_;
   std::vector<Instance> instances_;

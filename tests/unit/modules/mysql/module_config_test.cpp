@@ -1,7 +1,8 @@
 // Unit tests of the mysql module's role-file section: a full cluster parses into the spec the
 // loop runs; validate()'s refusals (two primaries, duplicate instances, no instances) and the
 // schema's (unknown keys, bad ranges) come out at configure time naming the field path, so
-// `neco config check` rejects them; cluster names are unique; the store keys.
+// `neco config check` rejects them; cluster names are unique; the store keys. The node side
+// (modules.mysql.local): defaults resolved, and each bad input refused naming its field.
 #include <yaml-cpp/yaml.h>
 
 #include <catch2/catch.hpp>
@@ -115,4 +116,97 @@ TEST_CASE("store keys live under /neco/mysql/clusters/<name>/", "[mysql][config]
   CHECK(my::memory_key("c1") == "/neco/mysql/clusters/c1/memory");
   CHECK(my::paused_key("c1") == "/neco/mysql/clusters/c1/paused");
   CHECK(my::last_failover_key("c1") == "/neco/mysql/clusters/c1/last_failover");
+}
+
+namespace {
+
+std::string local(const std::string& fields) {
+  return "local:\n"
+         "  server_id: 7\n"
+         "  datadir: /var/lib/neco-mysql/data\n"
+         "  socket: /run/neco-mysql/mariadbd.sock\n"
+         "  option_file: /etc/neco/mariadbd.cnf\n" +
+         fields;
+}
+
+}  // namespace
+
+TEST_CASE("the local section: fields, defaults and the option file it renders",
+          "[mysql][config][local]") {
+  auto none = parse("{}");
+  REQUIRE(none.has_value());
+  CHECK_FALSE(none->local.present);
+
+  auto c =
+      parse(local("  port: 3307\n  gtid_domain_id: 2\n  slave_net_timeout: 6s\n"
+                  "  start: true\n  mariadbd: /bin/true\n  os_user: root\n"
+                  "  admin_user: health\n  admin_password_file: /etc/neco/health.pw\n"));
+  REQUIRE(c.has_value());
+  CHECK(c->local.present);
+  CHECK(c->clusters.empty());
+  auto spec = my::local_spec(c->local, "modules.mysql.local");
+  REQUIRE(spec.has_value());
+  CHECK(spec->server.server_id == 7);
+  CHECK(spec->server.port == 3307);
+  CHECK(spec->server.gtid_domain_id == 2);
+  CHECK(spec->server.slave_net_timeout_s == 6);
+  CHECK(spec->start);
+  CHECK(spec->mariadbd == "/bin/true");
+  CHECK(spec->pid_file == "/var/lib/neco-mysql/data/mariadbd.pid");
+  CHECK(spec->log_file == "/var/lib/neco-mysql/mariadbd.log");
+  CHECK(spec->option_file == "/etc/neco/mariadbd.cnf");
+  CHECK(spec->admin_user == "health");
+  CHECK(spec->health_interval == std::chrono::seconds(2));
+  auto text = neco::mysql::render_server_config(spec->server);
+  REQUIRE(text.has_value());
+  CHECK_THAT(*text, Catch::Contains("server_id = 7\n") && Catch::Contains("port = 3307\n") &&
+                        Catch::Contains("init_rpl_role = SLAVE\n") &&
+                        Catch::Contains("slave_net_timeout = 6\n"));
+
+  // start: false needs no binary at all.
+  auto passive = parse(local("  mariadbd: /nonexistent/mariadbd\n"));
+  REQUIRE(passive.has_value());
+  CHECK(my::local_spec(passive->local, "modules.mysql.local").has_value());
+}
+
+TEST_CASE("the local section refuses bad input naming the field", "[mysql][config][local]") {
+  CHECK_THAT(error_of("local: {datadir: /d, socket: /s, option_file: /o}\n"),
+             Catch::Contains("modules.mysql.local.server_id: 0 is not allowed"));
+  CHECK_THAT(error_of(local("  port: 0\n")), Catch::Contains("modules.mysql.local.port"));
+  CHECK_THAT(error_of("local: {server_id: 0, datadir: /d, socket: /s, option_file: /o}\n"),
+             Catch::Contains("modules.mysql.local.server_id"));
+  CHECK_THAT(error_of("local: {server_id: 1, datadir: var/lib/mysql, socket: /s, option_file: "
+                      "/o}\n"),
+             Catch::Contains("modules.mysql.local.datadir \"var/lib/mysql\" is not an absolute "
+                             "path"));
+  CHECK_THAT(error_of("local: {server_id: 1, socket: /s, option_file: /o}\n"),
+             Catch::Contains("modules.mysql.local.datadir: required"));
+  CHECK_THAT(error_of("local: {server_id: 1, datadir: /d, option_file: /o}\n"),
+             Catch::Contains("modules.mysql.local.socket: required"));
+  CHECK_THAT(error_of("local: {server_id: 1, datadir: /d, socket: /s}\n"),
+             Catch::Contains("modules.mysql.local.option_file: required"));
+  CHECK_THAT(error_of("local: {server_id: 1, datadir: /, socket: /s, option_file: /o}\n"),
+             Catch::Contains("modules.mysql.local.datadir: \"/\" cannot be the root"));
+  CHECK_THAT(error_of(local("  start: true\n  mariadbd: /nonexistent/mariadbd\n")),
+             Catch::Contains("modules.mysql.local.mariadbd \"/nonexistent/mariadbd\" is not an "
+                             "executable file"));
+  CHECK_THAT(error_of(local("  start: true\n  mariadbd: /etc/passwd\n")),
+             Catch::Contains("is not an executable file"));
+  CHECK_THAT(error_of(local("  start: true\n  mariadbd: bin/mariadbd\n")),
+             Catch::Contains("modules.mysql.local.mariadbd \"bin/mariadbd\" is not an absolute"));
+  CHECK_THAT(error_of(local("  start: true\n  mariadbd: /bin/true\n  initialize: true\n"
+                            "  install_db: /nonexistent/install-db\n")),
+             Catch::Contains("modules.mysql.local.install_db"));
+  CHECK_THAT(error_of(local("  initialize: true\n")),
+             Catch::Contains("modules.mysql.local.initialize: needs start: true"));
+  CHECK_THAT(error_of(local("  admin_user: health\n")),
+             Catch::Contains("modules.mysql.local.admin_password_file: required with admin_user"));
+  CHECK_THAT(error_of(local("  admin_password_file: relative.pw\n  admin_user: x\n")),
+             Catch::Contains("modules.mysql.local.admin_password_file: \"relative.pw\" is not an "
+                             "absolute path"));
+  CHECK_THAT(error_of("local: {server_id: 1, datadir: /d, socket: /run/x y.sock, option_file: "
+                      "/o}\n"),
+             Catch::Contains("modules.mysql.local.socket \"/run/x y.sock\""));
+  CHECK_THAT(error_of(local("  slave_net_timeout: 1s\n")), Catch::Contains("slave_net_timeout"));
+  CHECK_THAT(error_of(local("  strat: true\n")), Catch::Contains("modules.mysql.local.strat"));
 }
