@@ -1,9 +1,13 @@
-// `neco mysql`: the managed MariaDB clusters' state, planned switchover and the operator pause,
-// over the agent's /v1/mysql/ admin routes (any controller answers status; actions go to the
-// leader, whose name a follower's error gives).
+// `neco mysql`: the managed MariaDB clusters' state, planned switchover, the operator pause and
+// clusters created or deleted through the API (create sends the definition file as it is, YAML
+// or JSON, and the agent parses it with the role file's schema, so errors carry its
+// line:column), over the agent's /v1/mysql/ admin routes (any controller answers status; actions go
+// to the leader, whose name a follower's error gives).
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -24,7 +28,11 @@ constexpr const char* kSynopsis =
     "mysql status [CLUSTER] [--json]\n"
     "       neco mysql switchover CLUSTER [--to INSTANCE]\n"
     "       neco mysql stop-clustering CLUSTER     (observe and report only, never act)\n"
-    "       neco mysql start-clustering CLUSTER    (resume; clears the anti-flap wait)\n\n"
+    "       neco mysql start-clustering CLUSTER    (resume; clears the anti-flap wait)\n"
+    "       neco mysql create CLUSTER --file F     (F: a clusters[] entry, YAML or JSON; also "
+    "changes it)\n"
+    "       neco mysql delete CLUSTER              (an API-created cluster, after "
+    "stop-clustering)\n\n"
     "Every action takes --admin URL | --socket PATH.";
 
 std::string join(const json& list) {
@@ -59,6 +67,12 @@ void print_table(const json& clusters) {
                 join(c.value("errant_replicas", json())).c_str(),
                 c.value("paused", false) ? "yes" : "no", last.c_str());
     if (c.contains("reason")) std::printf("  %s\n", str(c, "reason").c_str());
+    if (c.contains("instance_errors") && c["instance_errors"].is_object()) {
+      for (const auto& [name, why] : c["instance_errors"].items()) {
+        std::printf("  %s: %s\n", name.c_str(),
+                    why.is_string() ? why.get<std::string>().c_str() : "-");
+      }
+    }
   }
 }
 
@@ -133,6 +147,47 @@ int clustering(const std::vector<std::string>& args, bool stop) {
   return kOk;
 }
 
+int create(const std::vector<std::string>& args) {
+  po::options_description desc("Options");
+  desc.add_options()("file,f", po::value<std::string>(),
+                     "the cluster definition: instances, credentials (password files on the "
+                     "controllers), policy; YAML or JSON");
+  po::variables_map vm;
+  std::string cluster;
+  int code = kOk;
+  if (!parse("create", desc, args, true, vm, cluster, code)) return code;
+  if (vm.count("file") == 0) return cli::usage_error("mysql create", "--file is missing");
+  const std::string file = vm["file"].as<std::string>();
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "neco mysql create: cannot read %s\n", file.c_str());
+    return kFailed;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  json doc;
+  if (!cli::fetch_json(cli::target_from(vm), "PUT", std::string(kRoot) + "/" + cluster, doc,
+                       text.str())) {
+    return kFailed;
+  }
+  std::printf("%s: %s\n", cluster.c_str(), str(doc, "result").c_str());
+  return kOk;
+}
+
+int remove(const std::vector<std::string>& args) {
+  po::options_description desc("Options");
+  po::variables_map vm;
+  std::string cluster;
+  int code = kOk;
+  if (!parse("delete", desc, args, true, vm, cluster, code)) return code;
+  json doc;
+  if (!cli::fetch_json(cli::target_from(vm), "DELETE", std::string(kRoot) + "/" + cluster, doc)) {
+    return kFailed;
+  }
+  std::printf("%s: deleted\n", cluster.c_str());
+  return kOk;
+}
+
 int run_mysql(const std::vector<std::string>& args) {
   return cli::dispatch("mysql", kSynopsis,
                        {
@@ -140,6 +195,8 @@ int run_mysql(const std::vector<std::string>& args) {
                            {"switchover", switchover},
                            {"stop-clustering", [](const auto& a) { return clustering(a, true); }},
                            {"start-clustering", [](const auto& a) { return clustering(a, false); }},
+                           {"create", create},
+                           {"delete", remove},
                        },
                        args);
 }
@@ -149,5 +206,5 @@ int run_mysql(const std::vector<std::string>& args) {
 }  // namespace neco::mysql
 
 NECO_REGISTER_COMMAND("mysql",  // NOLINT(cert-err58-cpp)
-                      "MariaDB clusters: status, switchover, stop/start-clustering",
+                      "MariaDB clusters: status, switchover, stop/start-clustering, create/delete",
                       neco::mysql::run_mysql);

@@ -5,8 +5,14 @@
 
 #include <fmt/format.h>
 
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange
+
 #include <algorithm>
 #include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -19,6 +25,7 @@
 #include "agent/runtime/worker_pool.hpp"
 #include "agent/store/election.hpp"
 #include "agent/store/store.hpp"
+#include "modules/mysql/api_clusters.hpp"
 #include "modules/mysql/cluster_loop.hpp"
 
 namespace neco::mysql {
@@ -60,7 +67,7 @@ std::string last_failover_key(const std::string& cluster) {
   return "/neco/mysql/clusters/" + cluster + "/last_failover";
 }
 
-const config::Schema<MysqlConfig>& mysql_schema() {
+const config::Schema<ClusterSection>& cluster_schema() {
   static const auto schema = [] {
     const config::Duration one_ms = std::chrono::milliseconds(1);
     config::Schema<InstanceSection> inst;
@@ -108,15 +115,36 @@ const config::Schema<MysqlConfig>& mysql_schema() {
     cl.list("instances", &ClusterSection::instances, inst, "the cluster's MariaDB instances");
     cl.section("credentials", &ClusterSection::credentials, cred, "how to connect");
     cl.section("policy", &ClusterSection::policy, pol, "failure detection and failover");
+    return cl;
+  }();
+  return schema;
+}
+
+const config::Schema<MysqlConfig>& mysql_schema() {
+  static const auto schema = [] {
     config::Schema<MysqlConfig> s;
     s.field("interval", &MysqlConfig::interval, "pause between a cluster's turns",
             {.min = std::chrono::milliseconds(100)});
-    s.list("clusters", &MysqlConfig::clusters, cl, "MariaDB clusters the leader manages");
+    s.list("clusters", &MysqlConfig::clusters, cluster_schema(),
+           "MariaDB clusters the leader manages");
     s.section("local", &MysqlConfig::local, local_schema(),
               "this node's own mariadbd: option file, optional start, health");
     return s;
   }();
   return schema;
+}
+
+Expected<Access> read_access(const CredentialsSection& credentials, const std::string& path) {
+  Access access;
+  access.admin_user = credentials.admin_user;
+  access.repl_user = credentials.repl_user;
+  auto admin = read_secret(credentials.admin_password_file, path + ".admin_password_file");
+  if (!admin) return std::unexpected(admin.error());
+  auto repl = read_secret(credentials.repl_password_file, path + ".repl_password_file");
+  if (!repl) return std::unexpected(repl.error());
+  access.admin_password = std::move(*admin);
+  access.repl_password = std::move(*repl);
+  return access;
 }
 
 Expected<ClusterSpec> cluster_spec(const ClusterSection& section, const std::string& path) {
@@ -179,7 +207,40 @@ struct MysqlModule::Cluster {
   std::optional<std::int64_t> last_failover_ms;  // anti-flap: last automatic failover
   bool paused = false;
 
-  std::unique_ptr<ClusterLoop> loop;  // on the leader only
+  std::shared_ptr<ClusterLoop> loop;  // on the leader only; set and reset under `mutex`
+
+  std::string source = "role";  // "role" (the role file) or "api" (a stored definition)
+  std::string definition;       // an API cluster's stored definition text
+  bool broken = false;          // not managed; `status` says why
+};
+
+// The loops' life cycle. Starting and stopping loops blocks (store reads, joining a turn), so
+// it runs as jobs on the worker pool, one at a time (`lifecycle`). Each leadership change bumps
+// `epoch`; a job of an older epoch does nothing, so the newest on_leader/on_follower decides
+// what runs, and a cluster's loop is always stopped before another is started for it.
+struct MysqlModule::Shared {
+  store::Store* store = nullptr;
+  store::Election* election = nullptr;
+  WorkerPool* workers = nullptr;
+  boost::asio::any_io_executor executor;
+  std::chrono::milliseconds period{1000};
+  std::vector<std::string> role_names;  // the role file's clusters (they win a name clash)
+
+  std::atomic<std::uint64_t> epoch{0};
+  std::atomic<std::int64_t> term{0};
+  std::atomic<bool> resync_queued{false};  // a job following the definitions is queued
+  std::atomic<bool> watch_broken{false};   // the watch ended: the next job watches again
+
+  std::mutex lifecycle;                 // held by the job starting or stopping loops
+  std::unique_ptr<store::Watch> watch;  // the leader's watch on the definitions (lifecycle)
+
+  mutable std::mutex mutex;                        // guards `clusters`
+  std::vector<std::shared_ptr<Cluster>> clusters;  // the role file's, then the API's (leader)
+
+  std::vector<std::shared_ptr<Cluster>> snapshot() const {
+    const std::lock_guard lock(mutex);
+    return clusters;
+  }
 };
 
 namespace {
@@ -229,6 +290,7 @@ json status_json(const ClusterSpec& spec, const RunResult& result, const Cluster
   json replicas = json::array();
   json ready = json::array();
   json lag = json::object();
+  json unreachable = json::object();  // instance -> why it could not be read
   // The decision's primary, or while it is unknown (failed, refused failover) the instance the
   // memory says holds the role.
   const std::string current = !d.primary.empty()        ? d.primary
@@ -243,6 +305,8 @@ json status_json(const ClusterSpec& spec, const RunResult& result, const Cluster
         if (r.connection_name.empty()) behind = r.seconds_behind_master;
       }
       lag[i.name] = behind ? json(*behind) : json(nullptr);
+    } else if (o != nullptr) {
+      unreachable[i.name] = o->error;
     }
     if (i.name == current) continue;
     replicas.push_back(i.name);
@@ -269,10 +333,333 @@ json status_json(const ClusterSpec& spec, const RunResult& result, const Cluster
               {"failovers", memory.failovers},
               {"switchovers", memory.switchovers},
               {"lag_seconds", lag},
+              {"instance_errors", unreachable},
               {"updated_ms", result.observation.now_ms},
               {"leader", true}};
 }
 
+// Reads the cluster's memory from the store and starts its loop (on a worker, under
+// sh.lifecycle: the reads block, and the cluster must have no loop running).
+void start_loop(MysqlModule::Shared& sh, const std::shared_ptr<MysqlModule::Cluster>& c,
+                std::uint64_t epoch) {
+  store::Store* st = sh.store;
+  store::Election* el = sh.election;
+  const auto period = sh.period;
+  const auto term = sh.term.load();
+  auto text = get_optional(*st, memory_key(c->spec.name));
+  auto last = get_optional(*st, last_failover_key(c->spec.name));
+  ClusterMemory memory;
+  std::string problem;
+  if (!text || !last) {
+    problem = "reading its memory from the store: " + (!text ? text : last).error().message;
+  } else if (text->has_value()) {
+    auto m = memory_from_json(**text);
+    if (!m) {
+      problem = "its memory in the store is unreadable: " + m.error().message;
+    } else {
+      memory = std::move(*m);
+    }
+  }
+  if (!problem.empty()) {
+    logger().error("cluster {}: not managed: {}", c->spec.name, problem);
+    const std::lock_guard lock(c->mutex);
+    c->status = json{{"name", c->spec.name}, {"state", "unknown"}, {"reason", problem}};
+    return;
+  }
+  {
+    const std::lock_guard lock(c->mutex);
+    c->broken = false;
+    c->stored = memory;
+    c->failovers_seen = memory.failovers;
+    c->last_failover_ms.reset();
+    if (last->has_value()) {
+      try {
+        c->last_failover_ms = std::stoll(**last);
+      } catch (const std::exception&) {
+        c->last_failover_ms.reset();
+      }
+    }
+  }
+  if (sh.epoch.load() != epoch) return;  // not the leader any more: no new loop
+  c->active.store(true);
+  MysqlModule::Cluster* cp = c.get();
+  auto gate = [cp, st, el](const Decision& d, const ClusterMemory& before) -> Expected<void> {
+    if (!cp->active.load()) return fail(Errc::cancelled, "not the leader any more");
+    auto paused = get_optional(*st, paused_key(cp->spec.name));
+    if (!paused) return std::unexpected(paused.error());
+    const bool acts = !std::holds_alternative<op::None>(d.operation);
+    {
+      const std::lock_guard lock(cp->mutex);
+      cp->paused = paused->has_value();
+      if (cp->paused) {
+        if (!acts) return fail(Errc::failed_precondition, "clustering stopped by an operator");
+        return fail(Errc::failed_precondition,
+                    "clustering stopped by an operator: not doing " + describe(d.operation));
+      }
+      const bool starts_failover = !before.failover && d.memory.failover;
+      if (starts_failover && cp->last_failover_ms &&
+          wall_clock_ms() - *cp->last_failover_ms < cp->anti_flap_ms) {
+        return fail(
+            Errc::failed_precondition,
+            fmt::format("anti-flap: the last automatic failover was {} s ago; the next "
+                        "waits {} s (a switchover or start-clustering clears this)",
+                        (wall_clock_ms() - *cp->last_failover_ms) / 1000, cp->anti_flap_ms / 1000));
+      }
+      if (!acts && d.memory == cp->stored) return {};
+    }
+    // Before the operation: a crash from here on is redone by the next leader.
+    if (auto ok = put_fenced(*el, memory_key(cp->spec.name), to_json(d.memory)); !ok) {
+      cp->active.store(false);
+      return fail(ok.error().code, "storing the memory before acting: " + ok.error().message);
+    }
+    const std::lock_guard lock(cp->mutex);
+    cp->stored = d.memory;
+    return {};
+  };
+  auto observer = [cp, el](const RunResult& result, const ClusterMemory& after) {
+    bool store_memory = false;
+    bool new_failover = false;
+    {
+      const std::lock_guard lock(cp->mutex);
+      store_memory = cp->active.load() && after != cp->stored;
+      new_failover = after.failovers > cp->failovers_seen;
+      cp->failovers_seen = after.failovers;
+      cp->status = status_json(cp->spec, result, after, cp->paused);
+      if (cp->paused && !result.error) cp->status["paused"] = true;
+    }
+    if (result.error && result.error->code != Errc::failed_precondition) {
+      logger().warning("cluster {}: {}: {}", cp->spec.name, describe(result.decision.operation),
+                       result.error->message);
+    } else if (!std::holds_alternative<op::None>(result.decision.operation) && !result.error) {
+      logger().info("cluster {}: {} done in {} ms ({})", cp->spec.name,
+                    describe(result.decision.operation), result.operation_time.count(),
+                    result.decision.reason);
+    }
+    if (!store_memory && !new_failover) return;
+    if (store_memory) {
+      if (auto ok = put_fenced(*el, memory_key(cp->spec.name), to_json(after)); !ok) {
+        logger().warning("cluster {}: storing the memory: {}", cp->spec.name, ok.error().message);
+        return;
+      }
+    }
+    const auto now = wall_clock_ms();
+    if (new_failover) {
+      if (auto ok = put_fenced(*el, last_failover_key(cp->spec.name), std::to_string(now)); !ok) {
+        logger().warning("cluster {}: storing the failover time: {}", cp->spec.name,
+                         ok.error().message);
+      }
+    }
+    const std::lock_guard lock(cp->mutex);
+    cp->stored = after;
+    if (new_failover) cp->last_failover_ms = now;
+  };
+  logger().info("cluster {}: managing (term {}, primary {})", c->spec.name, term,
+                memory.primary.empty() ? c->spec.declared_primary() : memory.primary);
+  auto loop = std::make_shared<ClusterLoop>(c->spec, c->access, std::move(memory), period,
+                                            std::move(observer), std::move(gate));
+  const std::lock_guard lock(c->mutex);
+  c->loop = std::move(loop);
+}
+
+// Builds a managed cluster from a definition, reading its password files; errors name the
+// field under `path`.
+Expected<std::shared_ptr<MysqlModule::Cluster>> make_cluster(const ClusterSection& s,
+                                                             const std::string& path) {
+  auto spec = cluster_spec(s, path);
+  if (!spec) return std::unexpected(spec.error());
+  auto access = read_access(s.credentials, path + ".credentials");
+  if (!access) return std::unexpected(access.error());
+  auto c = std::make_shared<MysqlModule::Cluster>();
+  c->spec = std::move(*spec);
+  c->access = std::move(*access);
+  c->anti_flap_ms = ms(s.policy.anti_flap_window);
+  c->status = json{{"name", c->spec.name}, {"state", "unknown"}, {"leader", false}};
+  return c;
+}
+
+// Stops a cluster's loop: the gate refuses at once, then the turn in progress is joined.
+void stop_loop(MysqlModule::Cluster& c) {
+  c.active.store(false);
+  std::shared_ptr<ClusterLoop> loop;
+  {
+    const std::lock_guard lock(c.mutex);
+    loop = std::move(c.loop);
+    c.status["leader"] = false;
+  }
+  if (loop) loop->stop();
+}
+
+// A lifecycle job on the worker pool. A saturated pool refuses; the job is offered again
+// (bounded) since a lost leadership change would leave loops running or missing.
+boost::asio::awaitable<void> run_job(WorkerPool* workers, std::function<Expected<bool>()> job,
+                                     std::string what) {
+  constexpr int kAttempts = 60;
+  for (int attempt = 1;; ++attempt) {
+    auto r = co_await workers->run(job, std::chrono::minutes(5));
+    if (r) co_return;
+    if (r.error().code != Errc::unavailable || attempt == kAttempts) {
+      logger().error("Failed to {}: {}", what, r.error().message);
+      co_return;
+    }
+    boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
+    timer.expires_after(std::chrono::seconds(1));
+    co_await timer.async_wait(boost::asio::use_awaitable);
+  }
+}
+
+void schedule(const MysqlModule::Shared& sh, std::function<Expected<bool>()> job,
+              std::string what) {
+  boost::asio::co_spawn(sh.executor, run_job(sh.workers, std::move(job), std::move(what)),
+                        boost::asio::detached);
+}
+
+Expected<bool> follow_definitions(const std::shared_ptr<MysqlModule::Shared>& sh,
+                                  std::uint64_t epoch, bool restart);
+
+// Called on a store thread for changes under the clusters prefix: only definitions matter.
+void on_definitions_event(const std::weak_ptr<MysqlModule::Shared>& weak, std::uint64_t epoch,
+                          const store::WatchResponse& r) {
+  auto sh = weak.lock();
+  if (!sh || sh->epoch.load() != epoch) return;
+  bool relevant = r.error.has_value();
+  for (const auto& ev : r.events)
+    relevant = relevant || std::string_view(ev.kv.key).ends_with("/spec");
+  if (!relevant) return;
+  if (r.error) {
+    logger().warning("The cluster definitions watch ended: {}; watching again", r.error->message);
+    sh->watch_broken.store(true);
+  }
+  if (sh->resync_queued.exchange(true)) return;
+  schedule(
+      *sh, [sh, epoch] { return follow_definitions(sh, epoch, false); },
+      "follow the API cluster definitions");
+}
+
+// The leader's job (under sh->lifecycle): with `restart`, stop every loop first (a new
+// leadership); then load the stored definitions, stop the loops of deleted ones, restart changed
+// ones with their new spec (the memory stays in the store), start new ones, start role-file
+// clusters without a loop, and watch the definitions from the revision read.
+Expected<bool> follow_definitions(const std::shared_ptr<MysqlModule::Shared>& sh,
+                                  std::uint64_t epoch, bool restart) {
+  const std::lock_guard life(sh->lifecycle);
+  sh->resync_queued.store(false);
+  if (sh->epoch.load() != epoch) return false;
+  auto current = sh->snapshot();
+  if (restart) {
+    if (sh->watch) sh->watch->cancel();
+    sh->watch.reset();
+    for (const auto& c : current)
+      stop_loop(*c);
+  }
+  auto defs = list_definitions(*sh->store);
+  if (!defs) {
+    logger().error("Failed to read the API cluster definitions: {}", defs.error().message);
+  }
+  std::vector<std::shared_ptr<MysqlModule::Cluster>> next;
+  std::vector<std::shared_ptr<MysqlModule::Cluster>> fresh;  // to start
+  for (const auto& c : current) {
+    if (c->source == "role") {
+      next.push_back(c);
+      if (!c->loop) fresh.push_back(c);
+    }
+  }
+  // A new leadership rebuilds every API cluster (its password files are read again).
+  auto find_api = [&](const std::string& name) -> std::shared_ptr<MysqlModule::Cluster> {
+    if (restart) return nullptr;
+    for (const auto& c : current) {
+      if (c->source == "api" && c->spec.name == name) return c;
+    }
+    return nullptr;
+  };
+  if (defs) {
+    for (const auto& d : defs->definitions) {
+      if (std::find(sh->role_names.begin(), sh->role_names.end(), d.name) != sh->role_names.end()) {
+        continue;  // the role file's cluster of that name is the one managed
+      }
+      auto old = find_api(d.name);
+      if (old && old->definition == d.text) {
+        next.push_back(old);
+        if (!old->loop && !old->broken) fresh.push_back(old);
+        continue;
+      }
+      if (old) {
+        logger().info("cluster {}: definition changed; restarting its loop", d.name);
+        stop_loop(*old);
+      }
+      std::shared_ptr<MysqlModule::Cluster> c;
+      auto section = parse_definition(d.text, d.name);
+      auto made =
+          section
+              ? make_cluster(*section, "body")
+              : Expected<std::shared_ptr<MysqlModule::Cluster>>(std::unexpected(section.error()));
+      if (made) {
+        c = std::move(*made);
+        fresh.push_back(c);
+      } else {
+        const std::string problem = "its definition cannot be used: " + made.error().message;
+        logger().error("cluster {}: not managed: {}", d.name, problem);
+        c = std::make_shared<MysqlModule::Cluster>();
+        c->spec.name = d.name;
+        c->broken = true;
+        c->status = json{{"name", d.name}, {"state", "unknown"}, {"reason", problem}};
+      }
+      c->source = "api";
+      c->definition = d.text;
+      next.push_back(std::move(c));
+    }
+    for (const auto& c : current) {
+      if (c->source != "api") continue;
+      const bool kept = std::any_of(next.begin(), next.end(), [&](const auto& n) {
+        return n->source == "api" && n->spec.name == c->spec.name;
+      });
+      if (!kept) {
+        logger().info("cluster {}: definition deleted; no longer managed", c->spec.name);
+        stop_loop(*c);
+      }
+    }
+  } else {
+    for (const auto& c : current) {
+      if (c->source == "api") next.push_back(c);  // keep what runs until a read succeeds
+    }
+  }
+  {
+    const std::lock_guard lock(sh->mutex);
+    sh->clusters = next;
+  }
+  for (const auto& c : fresh) {
+    if (sh->epoch.load() != epoch) return false;
+    start_loop(*sh, c, epoch);
+  }
+  if (defs && (!sh->watch || sh->watch_broken.load())) {
+    if (sh->watch) sh->watch->cancel();
+    sh->watch.reset();
+    sh->watch_broken.store(false);
+    std::weak_ptr<MysqlModule::Shared> weak = sh;
+    auto w = sh->store->watch(
+        {store::KeyRange::prefix(clusters_prefix()), defs->revision + 1, false},
+        [weak, epoch](const store::WatchResponse& r) { on_definitions_event(weak, epoch, r); });
+    if (!w) {
+      logger().error("Failed to watch the API cluster definitions: {}", w.error().message);
+    } else {
+      sh->watch = std::move(*w);
+    }
+  }
+  return true;
+}
+
+// The follower's job: stop every loop; API clusters are then shown from the store.
+Expected<bool> stop_all(const std::shared_ptr<MysqlModule::Shared>& sh, std::uint64_t epoch) {
+  const std::lock_guard life(sh->lifecycle);
+  if (sh->epoch.load() != epoch) return false;
+  if (sh->watch) sh->watch->cancel();
+  sh->watch.reset();
+  auto current = sh->snapshot();
+  for (const auto& c : current)
+    stop_loop(*c);
+  const std::lock_guard lock(sh->mutex);
+  std::erase_if(sh->clusters, [](const auto& c) { return c->source == "api"; });
+  return true;
+}
 }  // namespace
 
 MysqlModule::MysqlModule() = default;
@@ -288,10 +675,19 @@ Expected<void> MysqlModule::configure(const config::Section& section) {
 }
 
 std::shared_ptr<MysqlModule::Cluster> MysqlModule::find(const std::string& name) const {
-  for (const auto& c : clusters_) {
+  for (const auto& c : clusters()) {
     if (c->spec.name == name) return c;
   }
   return nullptr;
+}
+
+std::vector<std::shared_ptr<MysqlModule::Cluster>> MysqlModule::clusters() const {
+  return shared_ ? shared_->snapshot() : std::vector<std::shared_ptr<Cluster>>{};
+}
+
+bool MysqlModule::declared_in_role_file(const std::string& name) const {
+  return std::any_of(live_.clusters.begin(), live_.clusters.end(),
+                     [&](const auto& c) { return c.name == name; });
 }
 
 Expected<void> MysqlModule::start(ModuleContext& context) {
@@ -302,30 +698,23 @@ Expected<void> MysqlModule::start(ModuleContext& context) {
   }
   std::vector<std::shared_ptr<Cluster>> clusters;
   for (std::size_t i = 0; i < pending_.clusters.size(); ++i) {
-    const auto& s = pending_.clusters[i];
-    const std::string at = fmt::format("modules.mysql.clusters[{}]", i);
-    auto spec = cluster_spec(s, at);
-    if (!spec) return std::unexpected(spec.error());
-    auto c = std::make_shared<Cluster>();
-    c->spec = std::move(*spec);
-    c->anti_flap_ms = ms(s.policy.anti_flap_window);
-    c->access.admin_user = s.credentials.admin_user;
-    c->access.repl_user = s.credentials.repl_user;
-    auto admin =
-        read_secret(s.credentials.admin_password_file, at + ".credentials.admin_password_file");
-    if (!admin) return std::unexpected(admin.error());
-    auto repl =
-        read_secret(s.credentials.repl_password_file, at + ".credentials.repl_password_file");
-    if (!repl) return std::unexpected(repl.error());
-    c->access.admin_password = std::move(*admin);
-    c->access.repl_password = std::move(*repl);
-    c->status = json{{"name", c->spec.name}, {"state", "unknown"}, {"leader", false}};
-    clusters.push_back(std::move(c));
+    auto c = make_cluster(pending_.clusters[i], fmt::format("modules.mysql.clusters[{}]", i));
+    if (!c) return std::unexpected(c.error());
+    clusters.push_back(std::move(*c));
   }
+  auto sh = std::make_shared<Shared>();
+  sh->store = context.store();
+  sh->election = context.election();
+  sh->workers = &context.workers();
+  sh->executor = context.executor();
+  sh->period = std::chrono::duration_cast<std::chrono::milliseconds>(pending_.interval);
+  for (const auto& c : pending_.clusters)
+    sh->role_names.push_back(c.name);
+  sh->clusters = std::move(clusters);
   live_ = pending_;
   context_ = &context;
   workers_ = &context.workers();
-  clusters_ = std::move(clusters);
+  shared_ = std::move(sh);
   metrics_ = context.metrics().add_collector([this](std::vector<metrics::MetricFamily>& out) {
     auto family = [&](const char* name, const char* help, metrics::MetricType type) {
       auto& f = out.emplace_back();
@@ -351,7 +740,7 @@ Expected<void> MysqlModule::start(ModuleContext& context) {
     static constexpr std::string_view kStates[] = {"healthy",      "degraded",       "suspect",
                                                    "failing_over", "switching_over", "failed",
                                                    "split_brain",  "lost",           "unknown"};
-    for (const auto& c : clusters_) {
+    for (const auto& c : this->clusters()) {
       json st;
       {
         const std::lock_guard lock(c->mutex);
@@ -416,151 +805,41 @@ Expected<void> MysqlModule::start(ModuleContext& context) {
 }
 
 void MysqlModule::on_leader(std::int64_t term) {
-  stop_loops();
-  if (context_ == nullptr || context_->election() == nullptr || context_->store() == nullptr) {
-    return;
-  }
-  store::Store* st = context_->store();
-  store::Election* el = context_->election();
-  const auto period = std::chrono::duration_cast<std::chrono::milliseconds>(live_.interval);
-  for (const auto& c : clusters_) {
-    auto text = get_optional(*st, memory_key(c->spec.name));
-    auto last = get_optional(*st, last_failover_key(c->spec.name));
-    ClusterMemory memory;
-    std::string problem;
-    if (!text || !last) {
-      problem = "reading its memory from the store: " + (!text ? text : last).error().message;
-    } else if (text->has_value()) {
-      auto m = memory_from_json(**text);
-      if (!m) {
-        problem = "its memory in the store is unreadable: " + m.error().message;
-      } else {
-        memory = std::move(*m);
-      }
-    }
-    if (!problem.empty()) {
-      logger().error("cluster {}: not managed: {}", c->spec.name, problem);
-      const std::lock_guard lock(c->mutex);
-      c->status = json{{"name", c->spec.name}, {"state", "unknown"}, {"reason", problem}};
-      continue;
-    }
-    {
-      const std::lock_guard lock(c->mutex);
-      c->stored = memory;
-      c->failovers_seen = memory.failovers;
-      c->last_failover_ms.reset();
-      if (last->has_value()) {
-        try {
-          c->last_failover_ms = std::stoll(**last);
-        } catch (const std::exception&) {
-          c->last_failover_ms.reset();
-        }
-      }
-    }
-    c->active.store(true);
-    Cluster* cp = c.get();
-    auto gate = [cp, st, el](const Decision& d, const ClusterMemory& before) -> Expected<void> {
-      if (!cp->active.load()) return fail(Errc::cancelled, "not the leader any more");
-      auto paused = get_optional(*st, paused_key(cp->spec.name));
-      if (!paused) return std::unexpected(paused.error());
-      const bool acts = !std::holds_alternative<op::None>(d.operation);
-      {
-        const std::lock_guard lock(cp->mutex);
-        cp->paused = paused->has_value();
-        if (cp->paused) {
-          if (!acts) return fail(Errc::failed_precondition, "clustering stopped by an operator");
-          return fail(Errc::failed_precondition,
-                      "clustering stopped by an operator: not doing " + describe(d.operation));
-        }
-        const bool starts_failover = !before.failover && d.memory.failover;
-        if (starts_failover && cp->last_failover_ms &&
-            wall_clock_ms() - *cp->last_failover_ms < cp->anti_flap_ms) {
-          return fail(Errc::failed_precondition,
-                      fmt::format("anti-flap: the last automatic failover was {} s ago; the next "
-                                  "waits {} s (a switchover or start-clustering clears this)",
-                                  (wall_clock_ms() - *cp->last_failover_ms) / 1000,
-                                  cp->anti_flap_ms / 1000));
-        }
-        if (!acts && d.memory == cp->stored) return {};
-      }
-      // Before the operation: a crash from here on is redone by the next leader.
-      if (auto ok = put_fenced(*el, memory_key(cp->spec.name), to_json(d.memory)); !ok) {
-        cp->active.store(false);
-        return fail(ok.error().code, "storing the memory before acting: " + ok.error().message);
-      }
-      const std::lock_guard lock(cp->mutex);
-      cp->stored = d.memory;
-      return {};
-    };
-    auto observer = [cp, el](const RunResult& result, const ClusterMemory& after) {
-      bool store_memory = false;
-      bool new_failover = false;
-      {
-        const std::lock_guard lock(cp->mutex);
-        store_memory = cp->active.load() && after != cp->stored;
-        new_failover = after.failovers > cp->failovers_seen;
-        cp->failovers_seen = after.failovers;
-        cp->status = status_json(cp->spec, result, after, cp->paused);
-        if (cp->paused && !result.error) cp->status["paused"] = true;
-      }
-      if (result.error && result.error->code != Errc::failed_precondition) {
-        logger().warning("cluster {}: {}: {}", cp->spec.name, describe(result.decision.operation),
-                         result.error->message);
-      } else if (!std::holds_alternative<op::None>(result.decision.operation) && !result.error) {
-        logger().info("cluster {}: {} done in {} ms ({})", cp->spec.name,
-                      describe(result.decision.operation), result.operation_time.count(),
-                      result.decision.reason);
-      }
-      if (!store_memory && !new_failover) return;
-      if (store_memory) {
-        if (auto ok = put_fenced(*el, memory_key(cp->spec.name), to_json(after)); !ok) {
-          logger().warning("cluster {}: storing the memory: {}", cp->spec.name, ok.error().message);
-          return;
-        }
-      }
-      const auto now = wall_clock_ms();
-      if (new_failover) {
-        if (auto ok = put_fenced(*el, last_failover_key(cp->spec.name), std::to_string(now)); !ok) {
-          logger().warning("cluster {}: storing the failover time: {}", cp->spec.name,
-                           ok.error().message);
-        }
-      }
-      const std::lock_guard lock(cp->mutex);
-      cp->stored = after;
-      if (new_failover) cp->last_failover_ms = now;
-    };
-    logger().info("cluster {}: managing (term {}, primary {})", c->spec.name, term,
-                  memory.primary.empty() ? c->spec.declared_primary() : memory.primary);
-    c->loop = std::make_unique<ClusterLoop>(c->spec, c->access, std::move(memory), period,
-                                            std::move(observer), std::move(gate));
-  }
+  if (!shared_ || shared_->store == nullptr || shared_->election == nullptr) return;
+  const auto epoch = shared_->epoch.fetch_add(1) + 1;
+  shared_->term.store(term);
+  auto sh = shared_;
+  schedule(
+      *sh, [sh, epoch] { return follow_definitions(sh, epoch, true); }, "start the cluster loops");
 }
 
 void MysqlModule::on_follower() {
-  stop_loops();
-}
-
-void MysqlModule::stop_loops() {
-  // Refuse first (a turn in progress acts no more), then join: a turn is bounded by the
-  // instances' timeouts.
-  for (const auto& c : clusters_)
+  if (!shared_) return;
+  const auto epoch = shared_->epoch.fetch_add(1) + 1;
+  // Refuse at once (a turn in progress acts no more); the join happens on a worker.
+  for (const auto& c : shared_->snapshot())
     c->active.store(false);
-  for (const auto& c : clusters_) {
-    if (c->loop) c->loop->stop();
-    c->loop.reset();
-    const std::lock_guard lock(c->mutex);
-    c->status["leader"] = false;
-  }
+  auto sh = shared_;
+  schedule(
+      *sh, [sh, epoch] { return stop_all(sh, epoch); }, "stop the cluster loops");
 }
 
 void MysqlModule::stop() {
-  stop_loops();
+  if (shared_) {
+    // The loops use the context's store: they end before stop returns (at most one turn).
+    const auto epoch = shared_->epoch.fetch_add(1) + 1;
+    for (const auto& c : shared_->snapshot())
+      c->active.store(false);
+    (void)stop_all(shared_, epoch);
+    const std::lock_guard lock(shared_->mutex);
+    shared_->clusters.clear();
+  }
   // The manager thread stops; mariadbd keeps running (a restarted agent adopts it).
   local_metrics_.reset();
   if (local_) local_->stop();
   local_.reset();
   metrics_.reset();
-  clusters_.clear();
+  shared_.reset();
   workers_ = nullptr;
   context_ = nullptr;
   running_ = false;
@@ -574,7 +853,7 @@ Health MysqlModule::health() const {
       return {HealthState::degraded, "local mariadbd: " + s.problem};
     }
   }
-  for (const auto& c : clusters_) {
+  for (const auto& c : clusters()) {
     const std::lock_guard lock(c->mutex);
     const std::string s = c->status.value("state", "unknown");
     if (s == "failed" || s == "split_brain" || s == "lost") {
@@ -618,11 +897,63 @@ Expected<json> stored_status(store::Store& st, const std::string& name, const st
 Expected<json> cluster_status(MysqlModule::Cluster& c, store::Store* st, store::Election* el) {
   {
     const std::lock_guard lock(c.mutex);
-    if (c.loop) return c.status;
+    if (c.loop || c.broken) {
+      json j = c.status;
+      j["source"] = c.source;
+      return j;
+    }
   }
   if (st == nullptr) return fail(Errc::unavailable, "no store here");
   const std::string leader = el != nullptr ? el->current().leader : "";
-  return stored_status(*st, c.spec.name, leader);
+  auto j = stored_status(*st, c.spec.name, leader);
+  if (j) (*j)["source"] = c.source;
+  return j;
+}
+
+// Whether an API-created cluster of that name is stored.
+Expected<bool> is_defined(store::Store* st, const std::string& name) {
+  if (st == nullptr) return false;
+  auto kv = st->get(spec_key(name));
+  if (kv) return true;
+  if (kv.error().code == Errc::not_found) return false;
+  return std::unexpected(kv.error());
+}
+
+// An API cluster's status: its loop's on the leader, else what the store holds.
+Expected<json> one_api_status(const std::vector<std::shared_ptr<MysqlModule::Cluster>>& clusters,
+                              const std::string& name, store::Store* st, store::Election* el) {
+  for (const auto& c : clusters) {
+    if (c->source == "api" && c->spec.name == name) return cluster_status(*c, st, el);
+  }
+  const std::string leader = el != nullptr ? el->current().leader : "";
+  auto j = stored_status(*st, name, leader);
+  if (j) (*j)["source"] = "api";
+  return j;
+}
+
+// Every cluster: the role file's, then the stored definitions (from the running loop on the
+// leader, else from the store). `role_names` win a name clash.
+Expected<json> all_status(const std::vector<std::shared_ptr<MysqlModule::Cluster>>& clusters,
+                          const std::vector<std::string>& role_names, store::Store* st,
+                          store::Election* el) {
+  json out = json::array();
+  for (const auto& c : clusters) {
+    if (c->source != "role") continue;
+    auto s = cluster_status(*c, st, el);
+    if (!s) return std::unexpected(s.error());
+    out.push_back(std::move(*s));
+  }
+  if (st != nullptr) {
+    auto defs = list_definitions(*st);
+    if (!defs) return std::unexpected(defs.error());
+    for (const auto& d : defs->definitions) {
+      if (std::find(role_names.begin(), role_names.end(), d.name) != role_names.end()) continue;
+      auto s = one_api_status(clusters, d.name, st, el);
+      if (!s) return std::unexpected(s.error());
+      out.push_back(std::move(*s));
+    }
+  }
+  return json{{"clusters", out}};
 }
 
 }  // namespace
@@ -647,17 +978,15 @@ void MysqlModule::add_routes(ModuleRoutes& routes) {
                      if (workers_ == nullptr || context_ == nullptr) {
                        co_return http::error_response({Errc::unavailable, "mysql not running"});
                      }
-                     auto clusters = clusters_;
+                     auto clusters = this->clusters();
+                     std::vector<std::string> role_names;
+                     role_names.reserve(live_.clusters.size());
+                     for (const auto& c : live_.clusters)
+                       role_names.push_back(c.name);
                      auto* st = context_->store();
                      auto* el = context_->election();
-                     auto job = [clusters, st, el]() -> Expected<json> {
-                       json out = json::array();
-                       for (const auto& c : clusters) {
-                         auto s = cluster_status(*c, st, el);
-                         if (!s) return std::unexpected(s.error());
-                         out.push_back(std::move(*s));
-                       }
-                       return json{{"clusters", out}};
+                     auto job = [clusters, role_names, st, el]() -> Expected<json> {
+                       return all_status(clusters, role_names, st, el);
                      };
                      auto r = co_await workers_->run(std::move(job), timeout);
                      if (!r) co_return http::error_response(r.error());
@@ -667,22 +996,89 @@ void MysqlModule::add_routes(ModuleRoutes& routes) {
       "clusters/{name}", "one cluster's state", [this, timeout](Request& req) -> Awaitable {
         const std::string name(req.path_param("name").value_or(""));
         auto c = find(name);
-        if (!c || workers_ == nullptr || context_ == nullptr) {
+        if (workers_ == nullptr || context_ == nullptr) {
           co_return http::error_response({Errc::not_found, "no cluster \"" + name + "\""});
         }
         auto* st = context_->store();
         auto* el = context_->election();
-        auto job = [c, st, el]() -> Expected<json> { return cluster_status(*c, st, el); };
+        auto clusters = this->clusters();
+        const bool role = declared_in_role_file(name);
+        auto job = [c, role, clusters, name, st, el]() -> Expected<json> {
+          if (role && c) return cluster_status(*c, st, el);
+          if (st != nullptr) {
+            auto spec = st->get(spec_key(name));
+            if (spec) return one_api_status(clusters, name, st, el);
+            if (spec.error().code != Errc::not_found) return std::unexpected(spec.error());
+          }
+          return fail(Errc::not_found, "no cluster \"" + name + "\"");
+        };
         auto r = co_await workers_->run(std::move(job), timeout);
         if (!r) co_return http::error_response(r.error());
         co_return Response::json(*r);
       });
   (void)routes.add(
+      "clusters/{name}",
+      "PUT creates or changes a cluster (a role-file clusters[] entry, JSON or YAML); DELETE "
+      "removes an API-created cluster stopped by stop-clustering",
+      [this, timeout](Request& req) -> Awaitable {
+        const std::string name(req.path_param("name").value_or(""));
+        if (req.method != http::Verb::put && req.method != http::Verb::delete_) {
+          auto r = Response::error(http::Status::method_not_allowed, "method_not_allowed",
+                                   "clusters/{name} takes GET, HEAD, PUT and DELETE");
+          r.headers.emplace_back("Allow", "GET, HEAD, PUT, DELETE");
+          co_return r;
+        }
+        if (workers_ == nullptr || context_ == nullptr || context_->store() == nullptr) {
+          co_return http::error_response(
+              {Errc::unavailable, "no store here: clusters are created on the controllers"});
+        }
+        if (declared_in_role_file(name)) {
+          co_return http::error_response(
+              {Errc::already_exists,
+               fmt::format("cluster \"{}\" is declared in the role file (modules.mysql.clusters); "
+                           "change or remove it there",
+                           name)});
+        }
+        auto* st = context_->store();
+        if (req.method == http::Verb::delete_) {
+          auto job = [st, name]() -> Expected<json> {
+            if (auto ok = delete_definition(*st, name); !ok) return std::unexpected(ok.error());
+            return json{{"cluster", name}, {"deleted", true}};
+          };
+          auto r = co_await workers_->run(std::move(job), timeout);
+          if (!r) co_return http::error_response(r.error());
+          logger().info("cluster {}: deleted through the admin API", name);
+          co_return Response::json(*r);
+        }
+        auto job = [st, name, body = req.body]() -> Expected<json> {
+          auto section = parse_definition(body, name);
+          if (!section) return std::unexpected(section.error());
+          // The password files must be readable now, not only when the leader starts the loop.
+          if (auto access = read_access(section->credentials, "body.credentials"); !access) {
+            return std::unexpected(access.error());
+          }
+          auto outcome = put_definition(*st, *section);
+          if (!outcome) return std::unexpected(outcome.error());
+          const char* what = *outcome == PutOutcome::created   ? "created"
+                             : *outcome == PutOutcome::changed ? "changed"
+                                                               : "unchanged";
+          return json{{"cluster", name}, {"source", "api"}, {"result", what}};
+        };
+        auto r = co_await workers_->run(std::move(job), timeout);
+        if (!r) co_return http::error_response(r.error());
+        const std::string result = (*r)["result"];
+        if (result != "unchanged")
+          logger().info("cluster {}: {} through the admin API", name, result);
+        co_return Response::json(*r,
+                                 result == "created" ? http::Status::created : http::Status::ok);
+      },
+      true);
+  (void)routes.add(
       "clusters/{name}/switchover", "planned switchover: {\"to\": INSTANCE} (optional)",
       [this, timeout](Request& req) -> Awaitable {
         const std::string name(req.path_param("name").value_or(""));
         auto c = find(name);
-        if (!c || workers_ == nullptr || context_ == nullptr) {
+        if (workers_ == nullptr || context_ == nullptr) {
           co_return http::error_response({Errc::not_found, "no cluster \"" + name + "\""});
         }
         std::string to;
@@ -696,15 +1092,26 @@ void MysqlModule::add_routes(ModuleRoutes& routes) {
           to = body.value("to", "");
         }
         auto* el = context_->election();
-        auto job = [c, el, to]() -> Expected<json> {
-          if (el == nullptr || !c->loop) {
+        auto* st = context_->store();
+        auto job = [c, el, st, name, to]() -> Expected<json> {
+          std::shared_ptr<ClusterLoop> loop;
+          if (c) {
+            const std::lock_guard lock(c->mutex);
+            loop = c->loop;
+          }
+          if (!c) {
+            auto defined = is_defined(st, name);
+            if (!defined) return std::unexpected(defined.error());
+            if (!*defined) return fail(Errc::not_found, "no cluster \"" + name + "\"");
+          }
+          if (el == nullptr || !loop) {
             const std::string leader = el != nullptr ? el->current().leader : "";
             return fail(Errc::unavailable,
                         "this controller does not run the cluster" +
                             (leader.empty() ? std::string() : "; ask the leader, " + leader));
           }
           std::string target = to;
-          auto ok = c->loop->update([&](ClusterMemory& m) -> Expected<void> {
+          auto ok = loop->update([&](ClusterMemory& m) -> Expected<void> {
             if (target.empty()) {
               const std::lock_guard lock(c->mutex);
               const auto& ready = c->status.value("ready_replicas", json::array());
@@ -739,22 +1146,27 @@ void MysqlModule::add_routes(ModuleRoutes& routes) {
         [this, timeout, pause](Request& req) -> Awaitable {
           const std::string name(req.path_param("name").value_or(""));
           auto c = find(name);
-          if (!c || workers_ == nullptr || context_ == nullptr || context_->store() == nullptr) {
+          if (workers_ == nullptr || context_ == nullptr || context_->store() == nullptr) {
             co_return http::error_response({Errc::not_found, "no cluster \"" + name + "\""});
           }
           auto* st = context_->store();
-          auto job = [c, st, pause]() -> Expected<json> {
+          auto job = [c, st, name, pause]() -> Expected<json> {
+            if (!c) {
+              auto defined = is_defined(st, name);
+              if (!defined) return std::unexpected(defined.error());
+              if (!*defined) return fail(Errc::not_found, "no cluster \"" + name + "\"");
+            }
             store::Txn t;
             if (pause) {
               t.success.push_back(
-                  store::Op::make_put(paused_key(c->spec.name), std::to_string(wall_clock_ms())));
+                  store::Op::make_put(paused_key(name), std::to_string(wall_clock_ms())));
             } else {
+              t.success.push_back(store::Op::make_delete(store::KeyRange::exact(paused_key(name))));
               t.success.push_back(
-                  store::Op::make_delete(store::KeyRange::exact(paused_key(c->spec.name))));
-              t.success.push_back(
-                  store::Op::make_delete(store::KeyRange::exact(last_failover_key(c->spec.name))));
+                  store::Op::make_delete(store::KeyRange::exact(last_failover_key(name))));
             }
             if (auto r = st->txn(t); !r) return std::unexpected(r.error());
+            if (!c) return json{{"cluster", name}, {"paused", pause}};
             const std::lock_guard lock(c->mutex);
             c->paused = pause;
             c->status["paused"] = pause;

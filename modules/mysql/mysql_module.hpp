@@ -4,8 +4,11 @@
 // cluster of the role file, whose memory lives in the store under
 // /neco/mysql/clusters/<name>/memory and is written, fenced by the leader's term, before each
 // operation runs, so a leader that crashed mid-operation has it redone by the next one and a
-// deposed leader never acts. One thread per cluster: a cluster's turn blocks on its instances'
-// timeouts, and one hung cluster must not delay another's failover.
+// deposed leader never acts. Clusters come from the role file or from the admin API (their
+// definitions stored under /neco/mysql/clusters/<name>/spec, see api_clusters.hpp); the leader
+// follows the stored ones with a watch. Loops start and stop on the worker pool, never on the
+// event loop (a stop waits for the turn in progress). One thread per cluster: a cluster's turn
+// blocks on its instances' timeouts, and one hung cluster must not delay another's failover.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -69,10 +72,16 @@ struct MysqlConfig {
 };
 
 const config::Schema<MysqlConfig>& mysql_schema();
+// The schema of one clusters[] entry (also what PUT /v1/mysql/clusters/{name} accepts).
+const config::Schema<ClusterSection>& cluster_schema();
 
 // The ClusterSpec of a section, validated; errors name the field under `path`
 // ("modules.mysql.clusters[0]: instances: two primaries ...").
 Expected<ClusterSpec> cluster_spec(const ClusterSection& section, const std::string& path);
+
+// The users and the passwords read from the credentials' files; errors name the field under
+// `path` and the file, never the password.
+Expected<Access> read_access(const CredentialsSection& credentials, const std::string& path);
 
 // Parses and validates a whole section (what configure does), errors naming the field.
 Expected<MysqlConfig> parse_config(const config::Section& section);
@@ -98,16 +107,18 @@ class MysqlModule final : public Module {
   nlohmann::json effective_config() const override;
 
   struct Cluster;  // one managed cluster: spec, access, loop and last status (mysql_module.cpp)
+  struct Shared;   // what the module shares with its worker jobs and watch (mysql_module.cpp)
 
  private:
-  void stop_loops();
   std::shared_ptr<Cluster> find(const std::string& name) const;
+  std::vector<std::shared_ptr<Cluster>> clusters() const;
+  bool declared_in_role_file(const std::string& name) const;
 
   MysqlConfig pending_;
   MysqlConfig live_;
   ModuleContext* context_ = nullptr;
   WorkerPool* workers_ = nullptr;
-  std::vector<std::shared_ptr<Cluster>> clusters_;
+  std::shared_ptr<Shared> shared_;
   metrics::CollectorHandle metrics_;
   std::unique_ptr<LocalServer> local_;  // with modules.mysql.local, on any node
   metrics::CollectorHandle local_metrics_;
