@@ -6,7 +6,7 @@ and bad input through the module: a cluster whose instances are unreachable (por
 listens on) and one with a wrong admin password show a per-instance error naming the instance
 (connection refused / access denied), state lost, and NO operation: the servers keep their
 read_only and replication, failovers stay 0, and the wrong password never appears in the
-agent's log or the status output. The servers are started by test_mysql.py's own setup (reused,
+agent's log or the status output. The servers are started by test_mysql.py's setup (mariadb_fixture,
 not copied). Skips (77) without mariadbd. Usage: test_mysql_api.py NECO_BINARY."""
 
 import json
@@ -193,7 +193,7 @@ if __name__ == "__main__":
         print("usage: test_mysql_api.py NECO_BINARY", file=sys.stderr)
         sys.exit(2)
     NECO = base.NECO = os.path.abspath(sys.argv.pop(1))  # base.MysqlModule.neco uses its own
-    if not (base.MARIADBD and base.INSTALL_DB and base.CLIENT):
+    if not base.available():
         print("SKIP: mariadbd, mariadb-install-db or the mariadb client not found (Debian "
               "package mariadb-server)", file=sys.stderr)
         sys.exit(77)
