@@ -232,6 +232,16 @@ class Decider {
       const ReplicaStatus* row = source_row(*cand);
       const GtidPosition received = row != nullptr ? row->gtid_io_pos : GtidPosition{};
       if (!contains(cand->gtid_current_pos, received)) {
+        // Stopped cleanly (by hand, or by a restart with skip_slave_start): start it again, and
+        // only it. Stopped on an error: an operator must repair it; promoting another, less
+        // advanced replica would lose what only this one received.
+        if (row != nullptr && !row->sql_running && row->last_sql_error.empty()) {
+          return finish(ClusterState::failing_over, op::StartSqlThread{candidate},
+                        fmt::format("failover from {}: candidate {} has applied {} of {} received "
+                                    "and its SQL thread is stopped without an error: starting it",
+                                    f.old_primary, candidate, to_string(cand->gtid_current_pos),
+                                    to_string(received)));
+        }
         if (row == nullptr || !row->sql_running) {
           return finish(
               ClusterState::failing_over, op::None{},
@@ -239,8 +249,7 @@ class Decider {
                           "SQL thread is stopped ({}): waiting, promoting now would lose the rest",
                           f.old_primary, candidate, to_string(cand->gtid_current_pos),
                           to_string(received),
-                          row == nullptr || row->last_sql_error.empty() ? "no error"
-                                                                        : row->last_sql_error));
+                          row == nullptr ? "no replication configured" : row->last_sql_error));
         }
         return finish(ClusterState::failing_over,
                       op::WaitRelayApply{candidate, received, spec_.policy.relay_apply_timeout},
@@ -501,6 +510,7 @@ Expected<void> validate(const ClusterSpec& spec) {
   if (spec.instances.empty()) return fail(Errc::invalid_argument, "instances is empty");
   std::set<std::string> names;
   std::set<std::pair<std::string, std::uint16_t>> endpoints;
+  std::set<std::pair<std::string, std::uint16_t>> controller_endpoints;
   std::vector<std::string> primaries;
   for (std::size_t i = 0; i < spec.instances.size(); ++i) {
     const InstanceSpec& instance = spec.instances[i];
@@ -527,6 +537,19 @@ Expected<void> validate(const ClusterSpec& spec) {
       return fail(Errc::invalid_argument,
                   fmt::format("instances[{}] \"{}\" duplicates the address {}:{}", i, instance.name,
                               instance.host, instance.port));
+    }
+    if (instance.admin_host.size() > 255) {
+      return fail(Errc::invalid_argument,
+                  fmt::format("instances[{}].admin_host is {} characters long (at most 255)", i,
+                              instance.admin_host.size()));
+    }
+    if (!controller_endpoints.emplace(instance.controller_host(), instance.controller_port())
+             .second) {
+      return fail(
+          Errc::invalid_argument,
+          fmt::format("instances[{}] \"{}\" duplicates the controller address {}:{} "
+                      "(admin_host/admin_port)",
+                      i, instance.name, instance.controller_host(), instance.controller_port()));
     }
     if (instance.primary) primaries.push_back(instance.name);
   }
@@ -678,6 +701,7 @@ std::string_view kind(const Operation& operation) {
     std::string_view operator()(const op::None&) const { return "none"; }
     std::string_view operator()(const op::FenceReplicasIo&) const { return "fence_replicas_io"; }
     std::string_view operator()(const op::WaitRelayApply&) const { return "wait_relay_apply"; }
+    std::string_view operator()(const op::StartSqlThread&) const { return "start_sql_thread"; }
     std::string_view operator()(const op::Promote&) const { return "promote"; }
     std::string_view operator()(const op::Repoint&) const { return "repoint"; }
     std::string_view operator()(const op::Fence&) const { return "fence"; }
@@ -696,6 +720,9 @@ std::string describe(const Operation& operation) {
     }
     std::string operator()(const op::WaitRelayApply& o) const {
       return fmt::format("wait_relay_apply {} to {}", o.candidate, to_string(o.target));
+    }
+    std::string operator()(const op::StartSqlThread& o) const {
+      return fmt::format("start_sql_thread {}", o.candidate);
     }
     std::string operator()(const op::Promote& o) const {
       return fmt::format("promote {}", o.instance);

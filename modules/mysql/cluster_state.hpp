@@ -33,9 +33,16 @@ namespace neco::mysql {
 // One managed instance.
 struct InstanceSpec {
   std::string name;  // unique in the cluster: [A-Za-z0-9_.-], 1..64 characters
-  std::string host;  // what the controller and the replicas connect to
+  std::string host;  // what the replicas (and, by default, the controller) connect to
   std::uint16_t port = 3306;
   bool primary = false;  // the declared primary (exactly one); used when the memory knows none
+  // The address the controller connects to, e.g. through a management network or a proxy
+  // ("" / 0: host / port). Replicas are always pointed at host:port.
+  std::string admin_host;
+  std::uint16_t admin_port = 0;
+
+  const std::string& controller_host() const { return admin_host.empty() ? host : admin_host; }
+  std::uint16_t controller_port() const { return admin_port == 0 ? port : admin_port; }
 };
 
 // How the cluster is run.
@@ -70,8 +77,8 @@ struct ClusterSpec {
 };
 
 // Checks the spec; the error (invalid_argument) names the field: empty name or instances, bad
-// names, empty host, port 0, duplicate names or host:port, zero or several primaries,
-// out-of-range timeouts.
+// names, empty or too long host (or admin_host), port 0, duplicate names, host:port or
+// controller addresses, zero or several primaries, out-of-range timeouts.
 Expected<void> validate(const ClusterSpec& spec);
 
 // What the controller saw of one instance in one gather.
@@ -144,6 +151,15 @@ struct WaitRelayApply {
   GtidPosition target;
   std::chrono::milliseconds timeout{0};
 };
+// START SLAVE SQL_THREAD on the candidate, whose SQL thread was stopped without an error, so it
+// applies the relay log it holds. Never the IO thread: restarting it discards the relay log
+// not yet applied, which may hold the only copy of acknowledged writes. With both threads
+// stopped MariaDB discards it on any START in GTID mode too, so the connection is first
+// switched to file/position mode at the SQL thread's relay log position (CHANGE MASTER
+// MASTER_USE_GTID = no, RELAY_LOG_FILE, RELAY_LOG_POS keeps the relay log).
+struct StartSqlThread {
+  std::string candidate;
+};
 // STOP SLAVE; RESET SLAVE ALL; semi-sync master ON; read_only OFF.
 struct Promote {
   std::string instance;
@@ -177,8 +193,8 @@ struct WaitCatchup {
 }  // namespace op
 
 using Operation =
-    std::variant<op::None, op::FenceReplicasIo, op::WaitRelayApply, op::Promote, op::Repoint,
-                 op::Fence, op::Rejoin, op::BlockWrites, op::WaitCatchup>;
+    std::variant<op::None, op::FenceReplicasIo, op::WaitRelayApply, op::StartSqlThread, op::Promote,
+                 op::Repoint, op::Fence, op::Rejoin, op::BlockWrites, op::WaitCatchup>;
 
 // Stable lower_snake name of an operation's kind ("none", "fence_replicas_io", ...).
 std::string_view kind(const Operation& operation);

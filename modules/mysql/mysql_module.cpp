@@ -73,11 +73,18 @@ const config::Schema<ClusterSection>& cluster_schema() {
     config::Schema<InstanceSection> inst;
     inst.field("name", &InstanceSection::name, "instance name, unique in the cluster",
                {.required = true, .check = check_name});
-    inst.field("host", &InstanceSection::host, "host the controller and replicas connect to",
+    inst.field("host", &InstanceSection::host,
+               "host the replicas (and, without admin_host, the controller) connect to",
                {.required = true, .check = check_name});
     inst.field("port", &InstanceSection::port, "TCP port", {.min = 1, .max = 65535});
     inst.field("primary", &InstanceSection::primary,
                "the declared primary (exactly one; used until the store remembers another)");
+    inst.field("admin_host", &InstanceSection::admin_host,
+               "host the controller connects to, e.g. on a management network or through a "
+               "proxy (default: host; replicas always use host)",
+               {.check = check_name});
+    inst.field("admin_port", &InstanceSection::admin_port,
+               "TCP port the controller connects to (default: port)", {.min = 1, .max = 65535});
     config::Schema<CredentialsSection> cred;
     cred.field("admin_user", &CredentialsSection::admin_user,
                "user the controller connects as (SUPER/ALL)", {.required = true});
@@ -154,7 +161,9 @@ Expected<ClusterSpec> cluster_spec(const ClusterSection& section, const std::str
     spec.instances.push_back(InstanceSpec{.name = i.name,
                                           .host = i.host,
                                           .port = static_cast<std::uint16_t>(i.port),
-                                          .primary = i.primary});
+                                          .primary = i.primary,
+                                          .admin_host = i.admin_host,
+                                          .admin_port = static_cast<std::uint16_t>(i.admin_port)});
   }
   const auto& p = section.policy;
   spec.policy.failover = p.failover;

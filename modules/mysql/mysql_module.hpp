@@ -35,6 +35,8 @@ struct InstanceSection {
   std::string host;
   std::int64_t port = 3306;
   bool primary = false;
+  std::string admin_host;       // "" = host
+  std::int64_t admin_port = 0;  // 0 = port
 };
 
 struct CredentialsSection {

@@ -107,6 +107,50 @@ class Executor {
     return wait_position(o.candidate, o.target, o.timeout);
   }
 
+  Expected<void> operator()(const op::StartSqlThread& o) {
+    auto client = connect(o.candidate);
+    if (!client) return std::unexpected(client.error());
+    auto rows = client->query("SHOW SLAVE STATUS");
+    if (!rows) return std::unexpected(with_step(rows.error(), o.candidate, "SHOW SLAVE STATUS"));
+    auto field = [&](std::string_view name) -> std::string {
+      const auto column = rows->column(name);
+      if (!column || rows->rows.size() != 1) return {};
+      return rows->rows[0][*column].value_or("");
+    };
+    if (rows->rows.size() != 1) {
+      return fail(Errc::failed_precondition,
+                  fmt::format("{}: has no replication configured: nothing to start", o.candidate));
+    }
+    if (field("Slave_SQL_Running") == "Yes") return {};
+    if (const std::string error = field("Last_SQL_Error"); !error.empty()) {
+      return fail(Errc::failed_precondition,
+                  fmt::format("{}: the SQL thread stopped on an error, which needs an operator: {}",
+                              o.candidate, error));
+    }
+    // With GTID, MariaDB discards the relay log when a thread starts while both are stopped
+    // (so would restarting the IO thread): the unapplied events, maybe the only copy of
+    // acknowledged writes, would be gone. With the IO thread stopped, switch the connection
+    // to file/position mode at the SQL thread's own relay log position first (CHANGE MASTER
+    // keeps the relay log when given one); the IO thread is never started again (the candidate
+    // is promoted, RESET SLAVE ALL, or repointed with GTID).
+    if (field("Slave_IO_Running") == "No" && field("Using_Gtid") != "No") {
+      const std::string file = field("Relay_Log_File");
+      const std::string position = field("Relay_Log_Pos");
+      if (file.empty() || position.empty() ||
+          position.find_first_not_of("0123456789") != std::string::npos) {
+        return fail(Errc::internal,
+                    fmt::format("{}: SHOW SLAVE STATUS has no usable Relay_Log_File \"{}\" / "
+                                "Relay_Log_Pos \"{}\"",
+                                o.candidate, file, position));
+      }
+      const std::string keep = fmt::format(
+          "CHANGE MASTER TO MASTER_USE_GTID = no, RELAY_LOG_FILE = {}, RELAY_LOG_POS = {}",
+          sql_quote(file), position);
+      if (auto ok = run(*client, o.candidate, {keep}); !ok) return ok;
+    }
+    return run(*client, o.candidate, {"START SLAVE SQL_THREAD"});
+  }
+
   Expected<void> operator()(const op::Promote& o) {
     auto client = connect(o.instance);
     if (!client) return std::unexpected(client.error());
@@ -190,8 +234,8 @@ class Executor {
 ConnectOptions admin_options(const ClusterSpec& spec, const InstanceSpec& instance,
                              const Access& access, std::chrono::seconds read_at_least) {
   ConnectOptions o;
-  o.host = instance.host;
-  o.port = instance.port;
+  o.host = instance.controller_host();
+  o.port = instance.controller_port();
   o.user = access.admin_user;
   o.password = access.admin_password;
   o.connect_timeout = spec.policy.connect_timeout;

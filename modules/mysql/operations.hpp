@@ -25,7 +25,8 @@ struct Access {
   std::uint32_t slave_net_timeout_s = 4;  // what the instances were started with
 };
 
-// Options for the controller's admin connection to `instance`, with the spec's timeouts and
+// Options for the controller's admin connection to `instance` (at its admin_host/admin_port
+// when set, else host/port), with the spec's timeouts and
 // the read timeout raised to at least `read_at_least` (for statements that wait).
 ConnectOptions admin_options(const ClusterSpec& spec, const InstanceSpec& instance,
                              const Access& access,

@@ -1,7 +1,8 @@
 // decide() on hand-built observations: detection that does not flap, every failover step and
 // its idempotence after a crash at each step, errant replicas never promoted, a candidate that
-// cannot apply its relay log waited for, split brain fenced, switchover steps; spec validation
-// and the memory's JSON round trip; the loop's pacing between turns.
+// cannot apply its relay log waited for (or its cleanly stopped SQL thread started), split brain
+// fenced, switchover steps; spec validation and the memory's JSON round trip; the loop's pacing
+// between turns.
 #include <catch2/catch.hpp>
 
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "modules/mysql/cluster_loop.hpp"
 #include "modules/mysql/cluster_state.hpp"
+#include "modules/mysql/operations.hpp"
 
 namespace neco::mysql {
 namespace {
@@ -121,11 +123,41 @@ TEST_CASE("spec validation names the field", "[mysql][cluster_state]") {
   s.instances[1].host = "";
   CHECK_THAT(err(s), Catch::Contains("instances[1].host"));
   s = spec;
+  s.instances[2].admin_host = std::string(256, 'a');
+  CHECK_THAT(err(s), Catch::Contains("instances[2].admin_host is 256 characters long"));
+  s = spec;
+  // r2's controller address is r1's (the replicas' addresses differ): refused.
+  s.instances[2].admin_host = "10.0.0.2";
+  CHECK_THAT(err(s), Catch::Contains("instances[2] \"r2\" duplicates the controller address "
+                                     "10.0.0.2:3306"));
+  s.instances[2].admin_port = 3307;
+  CHECK(validate(s));
+  s = spec;
   s.policy.relay_apply_timeout = std::chrono::milliseconds(10);
   CHECK_THAT(err(s), Catch::Contains("policy.relay_apply_timeout 10 ms"));
   s = spec;
   s.policy.connect_timeout = std::chrono::seconds(0);
   CHECK_THAT(err(s), Catch::Contains("policy.connect_timeout 0 s"));
+}
+
+TEST_CASE("the controller connects to admin_host/admin_port, replicas to host/port",
+          "[mysql][cluster_state]") {
+  ClusterSpec spec = spec3();
+  spec.instances[0].admin_host = "127.0.0.1";
+  spec.instances[0].admin_port = 13306;
+  REQUIRE(validate(spec));
+  const Access credentials;
+  const auto proxied = admin_options(spec, spec.instances[0], credentials);
+  CHECK(proxied.host == "127.0.0.1");
+  CHECK(proxied.port == 13306);
+  const auto direct = admin_options(spec, spec.instances[1], credentials);
+  CHECK(direct.host == "10.0.0.2");
+  CHECK(direct.port == 3306);
+  // Replication is still judged against host:port: r1 replicating from 10.0.0.1:3306 sees p.
+  auto obs = at(0, {primary("p", "0-1-10"), replica("r1", "10.0.0.1", "Yes", "0-1-10", "0-1-10"),
+                    replica("r2", "10.0.0.1", "Yes", "0-1-10", "0-1-10")});
+  auto d = decide(spec, obs, {});
+  CHECK(d.state == ClusterState::healthy);
 }
 
 TEST_CASE("a healthy cluster needs nothing", "[mysql][cluster_state]") {
@@ -350,6 +382,54 @@ TEST_CASE("a candidate whose SQL thread stopped is waited for, never promoted sh
   d = decide(spec3(), obs, m);
   op_as<op::None>(d);
   CHECK_THAT(d.reason, Catch::Contains("candidate r1 is unreachable"));
+}
+
+TEST_CASE("a candidate whose SQL thread was stopped without an error gets it started",
+          "[mysql][cluster_state]") {
+  ClusterMemory m;
+  m.primary = "p";
+  m.failover = ClusterMemory::Failover{"p", "", 0};
+  // r1 received the most but applied the least; r2 applied more than r1 but received less.
+  auto obs = at(0, {down("p"), replica("r1", "10.0.0.1", "No", "0-1-20", "0-1-5", false),
+                    replica("r2", "10.0.0.1", "No", "0-1-12", "0-1-12")});
+  auto d = decide(spec3(), obs, m);
+  CHECK(d.state == ClusterState::failing_over);
+  CHECK(d.memory.failover->candidate == "r1");
+  CHECK(op_as<op::StartSqlThread>(d).candidate == "r1");
+  CHECK(kind(d.operation) == "start_sql_thread");
+  CHECK(describe(d.operation) == "start_sql_thread r1");
+  CHECK_THAT(d.reason, Catch::Contains("SQL thread is stopped without an error: starting it"));
+  // Redone after a crash: the same step while it is still stopped.
+  auto again = decide(spec3(), obs, d.memory);
+  CHECK(op_as<op::StartSqlThread>(again).candidate == "r1");
+  // Once it runs: wait for the whole relay log, then promote r1 (never r2).
+  obs.instances[1].status->replication[0].sql_running = true;
+  auto wait = decide(spec3(), obs, d.memory);
+  CHECK(op_as<op::WaitRelayApply>(wait).candidate == "r1");
+  CHECK(op_as<op::WaitRelayApply>(wait).target == pos("0-1-20"));
+  obs.instances[1].status->gtid_current_pos = pos("0-1-20");
+  auto promote = decide(spec3(), obs, d.memory);
+  CHECK(op_as<op::Promote>(promote).instance == "r1");
+}
+
+TEST_CASE("a candidate whose SQL thread stopped on an error is waited for, never replaced",
+          "[mysql][cluster_state]") {
+  ClusterMemory m;
+  m.primary = "p";
+  m.failover = ClusterMemory::Failover{"p", "", 0};
+  auto obs = at(0, {down("p"), replica("r1", "10.0.0.1", "No", "0-1-20", "0-1-5", false),
+                    replica("r2", "10.0.0.1", "No", "0-1-12", "0-1-12")});
+  obs.instances[1].status->replication[0].last_sql_error =
+      "Could not execute Write_rows_v1 event on table t.w; Duplicate entry '7'";
+  for (int turn = 0; turn < 3; ++turn) {
+    auto d = decide(spec3(), obs, m);
+    CHECK(d.state == ClusterState::failing_over);
+    op_as<op::None>(d);
+    CHECK(d.memory.failover->candidate == "r1");
+    CHECK_THAT(d.reason, Catch::Contains("candidate r1 has applied 0-1-5 of 0-1-20 received"));
+    CHECK_THAT(d.reason, Catch::Contains("Duplicate entry '7'"));
+    m = d.memory;
+  }
 }
 
 TEST_CASE("the old primary writable again during a failover is fenced first",

@@ -1,8 +1,9 @@
 // Unit tests of the mysql module's role-file section: a full cluster parses into the spec the
-// loop runs; validate()'s refusals (two primaries, duplicate instances, no instances) and the
-// schema's (unknown keys, bad ranges) come out at configure time naming the field path, so
-// `neco config check` rejects them; cluster names are unique; the store keys. The node side
-// (modules.mysql.local): defaults resolved, and each bad input refused naming its field.
+// loop runs (with optional controller-side addresses); validate()'s refusals (two primaries,
+// duplicate instances or controller addresses, no instances) and the schema's (unknown keys, bad
+// ranges) come out at configure time naming the field path, so `neco config check` rejects
+// them; cluster names are unique; the store keys. The node side (modules.mysql.local): defaults
+// resolved, and each bad input refused naming its field.
 #include <yaml-cpp/yaml.h>
 
 #include <catch2/catch.hpp>
@@ -65,6 +66,36 @@ TEST_CASE("a cluster section becomes the spec the loop runs", "[mysql][config]")
   // The effective config names the files, never a password.
   const auto dumped = my::mysql_schema().dump(*c).dump();
   CHECK(dumped.find("/pr") != std::string::npos);
+}
+
+TEST_CASE("the controller may reach an instance at another address than the replicas",
+          "[mysql][config]") {
+  auto c =
+      parse(cluster("      - {name: m0, host: 10.0.0.1, primary: true, admin_host: mgmt-0, "
+                    "admin_port: 13306}\n"
+                    "      - {name: m1, host: 10.0.0.2, admin_port: 13307}\n"
+                    "      - {name: m2, host: 10.0.0.3}\n"));
+  REQUIRE(c.has_value());
+  auto spec = my::cluster_spec(c->clusters[0], "modules.mysql.clusters[0]");
+  REQUIRE(spec.has_value());
+  CHECK(spec->instances[0].controller_host() == "mgmt-0");
+  CHECK(spec->instances[0].controller_port() == 13306);
+  CHECK(spec->instances[0].host == "10.0.0.1");
+  CHECK(spec->instances[0].port == 3306);
+  CHECK(spec->instances[1].controller_host() == "10.0.0.2");
+  CHECK(spec->instances[1].controller_port() == 13307);
+  CHECK(spec->instances[2].controller_host() == "10.0.0.3");
+  CHECK(spec->instances[2].controller_port() == 3306);
+
+  CHECK(error_of(cluster("      - {name: m0, host: h0, primary: true, admin_port: 70000}\n"))
+            .find("admin_port") != std::string::npos);
+  CHECK(error_of(cluster("      - {name: m0, host: h0, primary: true, admin_host: \"\"}\n"))
+            .find("admin_host") != std::string::npos);
+  const auto same =
+      error_of(cluster("      - {name: m0, host: h0, primary: true, admin_host: p}\n"
+                       "      - {name: m1, host: h1, admin_host: p}\n"));
+  CHECK(same.find("modules.mysql.clusters[0]") != std::string::npos);
+  CHECK(same.find("duplicates the controller address p:3306") != std::string::npos);
 }
 
 TEST_CASE("no clusters is a valid (idle) section", "[mysql][config]") {
