@@ -81,10 +81,10 @@ const config::Schema<ClusterSection>& cluster_schema() {
                "the declared primary (exactly one; used until the store remembers another)");
     inst.field("admin_host", &InstanceSection::admin_host,
                "host the controller connects to, e.g. on a management network or through a "
-               "proxy (default: host; replicas always use host)",
-               {.check = check_name});
+               "proxy (empty or absent: host; replicas always use host)");
+    // 0 and "" mean "absent", so a dumped definition (the API stores one) parses back.
     inst.field("admin_port", &InstanceSection::admin_port,
-               "TCP port the controller connects to (default: port)", {.min = 1, .max = 65535});
+               "TCP port the controller connects to (0 or absent: port)", {.min = 0, .max = 65535});
     config::Schema<CredentialsSection> cred;
     cred.field("admin_user", &CredentialsSection::admin_user,
                "user the controller connects as (SUPER/ALL)", {.required = true});

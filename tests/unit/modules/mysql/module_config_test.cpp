@@ -89,8 +89,17 @@ TEST_CASE("the controller may reach an instance at another address than the repl
 
   CHECK(error_of(cluster("      - {name: m0, host: h0, primary: true, admin_port: 70000}\n"))
             .find("admin_port") != std::string::npos);
-  CHECK(error_of(cluster("      - {name: m0, host: h0, primary: true, admin_host: \"\"}\n"))
-            .find("admin_host") != std::string::npos);
+  CHECK(error_of(cluster("      - {name: m0, host: h0, primary: true, admin_port: -1}\n"))
+            .find("admin_port") != std::string::npos);
+  // Empty and 0 are "absent" (what a dumped definition holds): the controller uses host:port.
+  const auto absent =
+      parse(cluster("      - {name: m0, host: h0, port: 3307, primary: true, admin_host: \"\", "
+                    "admin_port: 0}\n"));
+  REQUIRE(absent);
+  const auto absent_spec = my::cluster_spec(absent->clusters.at(0), "c");
+  REQUIRE(absent_spec);
+  CHECK(absent_spec->instances[0].controller_host() == "h0");
+  CHECK(absent_spec->instances[0].controller_port() == 3307);
   const auto same =
       error_of(cluster("      - {name: m0, host: h0, primary: true, admin_host: p}\n"
                        "      - {name: m1, host: h1, admin_host: p}\n"));
