@@ -297,7 +297,8 @@ json status_json(const ClusterSpec& spec, const RunResult& result, const Cluster
                  bool paused) {
   const auto& d = result.decision;
   json replicas = json::array();
-  json ready = json::array();
+  json ready = json::array();  // the one that has applied most first
+  std::optional<GtidPosition> best_applied;
   json lag = json::object();
   json unreachable = json::object();  // instance -> why it could not be read
   // The decision's primary, or while it is unknown (failed, refused failover) the instance the
@@ -322,7 +323,11 @@ json status_json(const ClusterSpec& spec, const RunResult& result, const Cluster
     const bool errant = std::find(d.errant.begin(), d.errant.end(), i.name) != d.errant.end();
     if (primary != nullptr && o != nullptr && o->status && !errant &&
         replicates_from(*o->status, *primary)) {
-      ready.push_back(i.name);
+      // The one that has applied most first: a switchover without a target picks it, so the
+      // catch-up (while writes are blocked) is as short as it can be.
+      const bool best = ready.empty() || ahead_of(o->status->gtid_current_pos, *best_applied);
+      ready.insert(best ? ready.begin() : ready.end(), i.name);
+      if (best) best_applied = o->status->gtid_current_pos;
     }
   }
   const auto& op = d.operation;
@@ -1083,7 +1088,9 @@ void MysqlModule::add_routes(ModuleRoutes& routes) {
       },
       true);
   (void)routes.add(
-      "clusters/{name}/switchover", "planned switchover: {\"to\": INSTANCE} (optional)",
+      "clusters/{name}/switchover",
+      "planned switchover: {\"to\": INSTANCE} (optional; default: the ready replica that has "
+      "applied most)",
       [this, timeout](Request& req) -> Awaitable {
         const std::string name(req.path_param("name").value_or(""));
         auto c = find(name);
