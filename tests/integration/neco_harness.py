@@ -1,9 +1,10 @@
 """Helpers for integration tests that run the real `neco` binary on loopback free ports."""
 
+import importlib.machinery
+import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -11,10 +12,19 @@ import urllib.error
 import urllib.request
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _load_lab():
+    root = os.environ.get("NECO_SOURCE_ROOT",
+                          os.path.dirname(os.path.dirname(os.path.dirname(
+                              os.path.abspath(__file__)))))
+    path = os.path.join(root, "tools", "lab")
+    loader = importlib.machinery.SourceFileLoader("neco_lab_ports", path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+# A free loopback port below the ephemeral range (tools/lab explains why).
+free_port = _load_lab().free_port
 
 
 def wait_for(condition, timeout=10.0, interval=0.02):
