@@ -1,9 +1,14 @@
 // The failover loop's turn and its periodic driver (see cluster_loop.hpp).
 #include "modules/mysql/cluster_loop.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <condition_variable>
 #include <functional>
 #include <latch>
+#include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -59,8 +64,26 @@ std::int64_t wall_clock_ms() {
       .count();
 }
 
+namespace {
+
+// An observation taken on a thread of its own that the gather waits for only so long: the
+// thread owns copies of what it reads, so it may outlive the gather (it ends within the
+// instance's own timeouts).
+struct BoundedProbe {
+  ClusterSpec spec;
+  InstanceSpec instance;
+  Access access;
+  std::mutex mutex;
+  std::condition_variable done_cv;
+  bool done = false;
+  InstanceObservation seen;
+};
+
+}  // namespace
+
 Observation gather(const ClusterSpec& spec, const Access& access, const std::string& primary,
-                   std::int64_t now_ms) {
+                   std::int64_t now_ms, const std::string& bounded,
+                   std::chrono::milliseconds bound) {
   Observation observation;
   observation.now_ms = now_ms;
   observation.instances.resize(spec.instances.size());
@@ -69,11 +92,28 @@ Observation gather(const ClusterSpec& spec, const Access& access, const std::str
   // needs replica positions older than the primary's.
   std::size_t replicas = 0;
   for (const auto& instance : spec.instances)
-    replicas += instance.name == primary ? 0 : 1;
+    replicas += instance.name == primary || instance.name == bounded ? 0 : 1;
   std::latch replicas_read(static_cast<std::ptrdiff_t>(replicas));
   std::vector<std::thread> threads;
   threads.reserve(spec.instances.size());
+  std::shared_ptr<BoundedProbe> probe;
+  std::size_t probe_index = 0;
   for (std::size_t i = 0; i < spec.instances.size(); ++i) {
+    if (spec.instances[i].name == bounded) {
+      probe = std::make_shared<BoundedProbe>();
+      probe->spec = spec;
+      probe->instance = spec.instances[i];
+      probe->access = access;
+      probe_index = i;
+      std::thread([probe] {
+        InstanceObservation seen = observe(probe->spec, probe->instance, probe->access, {});
+        const std::lock_guard lock(probe->mutex);
+        probe->seen = std::move(seen);
+        probe->done = true;
+        probe->done_cv.notify_all();
+      }).detach();
+      continue;
+    }
     const bool is_primary = spec.instances[i].name == primary;
     threads.emplace_back([&, i, is_primary] {
       if (is_primary) {
@@ -87,6 +127,19 @@ Observation gather(const ClusterSpec& spec, const Access& access, const std::str
   }
   for (auto& thread : threads)
     thread.join();
+  if (probe) {
+    std::unique_lock lock(probe->mutex);
+    if (probe->done_cv.wait_for(lock, bound, [&] { return probe->done; })) {
+      observation.instances[probe_index] = std::move(probe->seen);
+    } else {
+      InstanceObservation& seen = observation.instances[probe_index];
+      seen.name = probe->instance.name;
+      seen.error = fmt::format(
+          "no answer within {} ms (a failed primary is not waited for longer "
+          "during its failover)",
+          bound.count());
+    }
+  }
   return observation;
 }
 
@@ -122,7 +175,15 @@ RunResult run_once(const ClusterSpec& spec, const Access& access, ClusterMemory&
   RunResult result;
   const auto start = Clock::now();
   const std::string primary = memory.primary.empty() ? spec.declared_primary() : memory.primary;
-  result.observation = gather(spec, access, primary, wall_clock_ms());
+  // During a failover the old primary is looked at (it may be back, and is then fenced before
+  // anything is promoted) but not waited for: a hung one would cost every step a timeout.
+  // Errant detection is off then, so no read order is needed either.
+  if (memory.failover) {
+    result.observation = gather(spec, access, "", wall_clock_ms(), memory.failover->old_primary,
+                                kFailoverProbeBound);
+  } else {
+    result.observation = gather(spec, access, primary, wall_clock_ms());
+  }
   result.gather_time = since(start);
   if (progress != nullptr) progress->annotate(result.observation);
   result.decision = decide(spec, result.observation, memory);

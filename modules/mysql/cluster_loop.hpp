@@ -23,9 +23,15 @@
 namespace neco::mysql {
 
 // Reads the status of every instance of the spec (`primary`'s gtid_binlog_pos after the
-// others' positions).
+// others' positions). `bounded` (when not empty) is waited for at most `bound` after the others:
+// if it has not answered by then it is observed as unreachable, and its read finishes on a
+// thread of its own.
 Observation gather(const ClusterSpec& spec, const Access& access, const std::string& primary,
-                   std::int64_t now_ms);
+                   std::int64_t now_ms, const std::string& bounded = {},
+                   std::chrono::milliseconds bound = std::chrono::milliseconds(0));
+
+// How long a turn waits for the old primary during a failover.
+inline constexpr std::chrono::milliseconds kFailoverProbeBound{300};
 
 // Measures, across gathers, how long each replica's received position and heartbeat count
 // have not moved, and fills InstanceObservation::silent_ms (decide() treats a replica silent
