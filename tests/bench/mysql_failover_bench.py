@@ -36,6 +36,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+from mariadb_fixture import my_cnf as option_file  # noqa: E402  (what the renderer writes)
 from neco_harness import Agent, free_port, wait_for  # noqa: E402
 
 try:
@@ -48,37 +49,6 @@ SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbi
 MARIADBD = shutil.which("mariadbd", path=SBIN)
 INSTALL_DB = shutil.which("mariadb-install-db", path=SBIN)
 SMALL = ["--innodb-buffer-pool-size=32M", "--innodb-log-file-size=4M"]
-
-
-def option_file(server_id, port, sock, datadir):
-    # The settings modules/mysql/server_config.cpp renders for a managed instance.
-    return f"""[mariadbd]
-server_id = {server_id}
-port = {port}
-bind_address = 127.0.0.1
-socket = {sock}
-datadir = {datadir}
-gtid_domain_id = 0
-gtid_strict_mode = ON
-log_bin = mysql-bin
-log_bin_index = mysql-bin.index
-relay_log = relay-bin
-relay_log_index = relay-bin.index
-log_slave_updates = ON
-binlog_format = ROW
-sync_binlog = 1
-innodb_flush_log_at_trx_commit = 1
-read_only = ON
-skip_slave_start = ON
-relay_log_recovery = ON
-init_rpl_role = SLAVE
-rpl_semi_sync_master_enabled = OFF
-rpl_semi_sync_slave_enabled = ON
-rpl_semi_sync_master_wait_point = AFTER_SYNC
-rpl_semi_sync_master_timeout = 18446744073709551615
-rpl_semi_sync_master_wait_no_slave = ON
-slave_net_timeout = 4
-"""
 
 
 def connect(port, user="admin", password="adminpw", timeout=1):
