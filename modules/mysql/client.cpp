@@ -7,7 +7,9 @@
 #include <mysqld_error.h>
 
 #include <charconv>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 #include <utility>
 
 namespace neco::mysql {
@@ -386,6 +388,19 @@ Expected<InstanceStatus> read_instance_status(Client& client) {
                             semi_source, seen));
   }
   return status;
+}
+
+Expected<std::string> read_password_file(const std::string& file, const std::string& field) {
+  if (file.empty()) return fail(Errc::invalid_argument, field + ": no file given");
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return fail(Errc::invalid_argument, fmt::format("{}: cannot read {}", field, file));
+  std::ostringstream s;
+  s << in.rdbuf();
+  std::string v = s.str();
+  while (!v.empty() && (v.back() == '\n' || v.back() == '\r'))
+    v.pop_back();
+  if (v.empty()) return fail(Errc::invalid_argument, fmt::format("{}: {} is empty", field, file));
+  return v;
 }
 
 }  // namespace neco::mysql

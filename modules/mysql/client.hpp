@@ -119,4 +119,8 @@ struct InstanceStatus {
 // when the server answers something unparseable (message names the field and value).
 Expected<InstanceStatus> read_instance_status(Client& client);
 
+// The password held in `file` (trailing newlines dropped). invalid_argument naming `field` when
+// no file is given, it cannot be read or it is empty. Never log the result.
+Expected<std::string> read_password_file(const std::string& file, const std::string& field);
+
 }  // namespace neco::mysql

@@ -351,17 +351,10 @@ LocalServer::~LocalServer() {
 Expected<void> LocalServer::start() {
   if (thread_.joinable()) return fail(Errc::failed_precondition, "already started");
   if (!spec_.admin_user.empty()) {
-    std::ifstream in(spec_.admin_password_file, std::ios::binary);
-    if (!in) {
-      return fail(Errc::invalid_argument,
-                  fmt::format("modules.mysql.local.admin_password_file: cannot read {}",
-                              spec_.admin_password_file));
-    }
-    std::ostringstream s;
-    s << in.rdbuf();
-    password_ = s.str();
-    while (!password_.empty() && (password_.back() == '\n' || password_.back() == '\r'))
-      password_.pop_back();
+    auto password =
+        read_password_file(spec_.admin_password_file, "modules.mysql.local.admin_password_file");
+    if (!password) return std::unexpected(password.error());
+    password_ = std::move(*password);
   }
   {
     const std::lock_guard lock(wake_mutex_);

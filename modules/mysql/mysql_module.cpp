@@ -38,19 +38,6 @@ std::string check_name(const std::string& n) {
   return n.empty() ? "must not be empty" : std::string();
 }
 
-Expected<std::string> read_secret(const std::string& file, const std::string& field) {
-  if (file.empty()) return fail(Errc::invalid_argument, field + ": no file given");
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return fail(Errc::invalid_argument, fmt::format("{}: cannot read {}", field, file));
-  std::ostringstream s;
-  s << in.rdbuf();
-  std::string v = s.str();
-  while (!v.empty() && (v.back() == '\n' || v.back() == '\r'))
-    v.pop_back();
-  if (v.empty()) return fail(Errc::invalid_argument, fmt::format("{}: {} is empty", field, file));
-  return v;
-}
-
 std::int64_t ms(config::Duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
 }
@@ -145,9 +132,9 @@ Expected<Access> read_access(const CredentialsSection& credentials, const std::s
   Access access;
   access.admin_user = credentials.admin_user;
   access.repl_user = credentials.repl_user;
-  auto admin = read_secret(credentials.admin_password_file, path + ".admin_password_file");
+  auto admin = read_password_file(credentials.admin_password_file, path + ".admin_password_file");
   if (!admin) return std::unexpected(admin.error());
-  auto repl = read_secret(credentials.repl_password_file, path + ".repl_password_file");
+  auto repl = read_password_file(credentials.repl_password_file, path + ".repl_password_file");
   if (!repl) return std::unexpected(repl.error());
   access.admin_password = std::move(*admin);
   access.repl_password = std::move(*repl);

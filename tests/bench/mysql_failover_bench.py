@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,8 +35,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
-from mariadb_fixture import my_cnf as option_file  # noqa: E402  (what the renderer writes)
-from neco_harness import Agent, free_port, wait_for  # noqa: E402
+from mariadb_fixture import available, cluster_section, start_cluster  # noqa: E402
+from neco_harness import Agent, wait_for  # noqa: E402
 
 try:
     import pymysql
@@ -45,60 +44,12 @@ except ImportError:  # a Python outside Debian's (pyenv, venv) does not see the 
     sys.path.append("/usr/lib/python3/dist-packages")
     import pymysql
 
-SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
-MARIADBD = shutil.which("mariadbd", path=SBIN)
-INSTALL_DB = shutil.which("mariadb-install-db", path=SBIN)
-SMALL = ["--innodb-buffer-pool-size=32M", "--innodb-log-file-size=4M"]
 
 
 def connect(port, user="admin", password="adminpw", timeout=1):
     return pymysql.connect(host="127.0.0.1", port=port, user=user, password=password,
                            connect_timeout=timeout, read_timeout=5, write_timeout=5,
                            autocommit=True)
-
-
-class Server:
-    def __init__(self, root, index):
-        self.name = f"m{index}"
-        self.dir = os.path.join(root, self.name)
-        self.port = free_port()
-        self.server_id = index + 1
-        self.proc = None
-
-    def start(self):
-        with open(os.path.join(self.dir, "error.log"), "ab") as log:
-            self.proc = subprocess.Popen(
-                [MARIADBD, "--defaults-file=" + os.path.join(self.dir, "my.cnf"), "--user=root",
-                 "--skip-name-resolve"] + SMALL, stdout=log, stderr=log)
-        sock = os.path.join(self.dir, "mariadbd.sock")
-        if not wait_for(lambda: self.root_sql("SELECT 1", sock) is not None, 30, 0.1):
-            raise RuntimeError(f"mariadbd {self.name} did not start")
-
-    def root_sql(self, statements, sock=None):
-        try:
-            c = pymysql.connect(unix_socket=sock or os.path.join(self.dir, "mariadbd.sock"),
-                                user="root", connect_timeout=2, autocommit=True)
-        except pymysql.MySQLError:
-            return None
-        with c:
-            cur = c.cursor()
-            for s in statements.split(";"):
-                if s.strip():
-                    cur.execute(s)
-            return cur.fetchall()
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 class Writer(threading.Thread):
@@ -113,7 +64,7 @@ class Writer(threading.Thread):
         self.stopping = False
 
     def run(self):
-        target, conn, next_id = 0, None, 1
+        target, conn, next_id = 0, None, 1000
         while not self.stopping:
             server = self.servers[target]
             try:
@@ -187,56 +138,16 @@ class Bench:
         self.problems = []
 
     def setup(self):
-        seed = os.path.join(self.root, "seed")
-        r = subprocess.run([INSTALL_DB, "--no-defaults", "--datadir=" + seed,
-                            "--auth-root-authentication-method=normal", "--skip-test-db",
-                            "--user=root"] + SMALL, capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise RuntimeError("mariadb-install-db failed:\n" + r.stdout + r.stderr)
-        for i in range(3):
-            s = Server(self.root, i)
-            shutil.copytree(seed, os.path.join(s.dir, "data"))
-            with open(os.path.join(s.dir, "my.cnf"), "w") as f:
-                f.write(option_file(s.server_id, s.port, os.path.join(s.dir, "mariadbd.sock"),
-                                    os.path.join(s.dir, "data")))
-            self.servers.append(s)
-            s.start()
-            s.root_sql("SET SESSION sql_log_bin = 0;"
-                       "CREATE USER 'admin'@'127.0.0.1' IDENTIFIED BY 'adminpw';"
-                       "GRANT ALL PRIVILEGES ON *.* TO 'admin'@'127.0.0.1' WITH GRANT OPTION;"
-                       "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'replpw';"
-                       "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';"
-                       "CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY 'apppw';"
-                       "GRANT INSERT, SELECT ON t.* TO 'app'@'127.0.0.1'")
-        primary = self.servers[0]
-        primary.root_sql("SET GLOBAL rpl_semi_sync_master_enabled = ON;"
-                         "SET GLOBAL read_only = OFF")
-        for s in self.servers[1:]:
-            s.root_sql(f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port}, "
-                       "MASTER_USER='repl', MASTER_PASSWORD='replpw', MASTER_CONNECT_RETRY=1, "
-                       "MASTER_HEARTBEAT_PERIOD=1, MASTER_USE_GTID=slave_pos; START SLAVE")
-        primary.root_sql("CREATE DATABASE t; CREATE TABLE t.x (id BIGINT PRIMARY KEY)")
-        for name, pw in (("admin.pw", "adminpw\n"), ("repl.pw", "replpw\n")):
-            with open(os.path.join(self.root, name), "w") as f:
-                f.write(pw)
-        instances = "".join(
-            f"          - {{name: {s.name}, host: 127.0.0.1, port: {s.port}, "
-            f"primary: {'true' if s is primary else 'false'}}}\n" for s in self.servers)
-        policy = "".join(f"          {kv.strip()}\n" for kv in self.policy.split(",") if kv.strip())
+        # The servers and the role section of the integration tests (mariadb_fixture.py):
+        # m0 primary, m1 and m2 semi-sync replicas, users admin/repl/app, table t.x.
+        self.servers = start_cluster(self.root)
+        policy = {"anti_flap_window": "0s"}
+        for kv in self.policy.split(","):
+            if kv.strip():
+                key, _, value = kv.partition(":")
+                policy[key.strip()] = value.strip()
         self.agent = Agent(self.neco_bin, log_level="info")
-        self.agent.set_modules(f"""modules:
-  mysql:
-    clusters:
-      - name: c1
-        instances:
-{instances}        credentials:
-          admin_user: admin
-          admin_password_file: {self.root}/admin.pw
-          repl_user: repl
-          repl_password_file: {self.root}/repl.pw
-        policy:
-          anti_flap_window: 0s
-{policy}""")
+        self.agent.set_modules(cluster_section(self.servers, self.root, policy, interval=None))
         self.agent.start()
         self.effective_config = self.agent.get_json("/config")[1]
         self.writer = Writer(self.servers)
@@ -347,8 +258,9 @@ def main():
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--policy", default="", help="extra policy lines, comma-separated")
     a = p.parse_args()
-    if not (MARIADBD and INSTALL_DB):
-        print("mariadbd / mariadb-install-db not found (Debian package mariadb-server)",
+    if not available():
+        print("mariadbd, mariadb-install-db or the mariadb client not found (Debian package "
+              "mariadb-server)",
               file=sys.stderr)
         return 2
     bench = Bench(os.path.abspath(a.neco), a.policy)

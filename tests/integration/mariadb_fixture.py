@@ -162,7 +162,7 @@ def start_cluster(root):
 def cluster_section(servers, cred_dir, policy, interval="300ms", second_primary=False):
     """The role file's `modules:` section managing `servers` as cluster c1 (m0 declared
     primary), with credential files written to `cred_dir` and `policy` (a dict of policy
-    fields, e.g. {"failure_confirm": "1s"})."""
+    fields, e.g. {"failure_confirm": "1s"}); interval None leaves the module's default."""
     for name, pw in (("admin.pw", "adminpw\n"), ("repl.pw", "replpw\n")):
         with open(os.path.join(cred_dir, name), "w") as f:
             f.write(pw)
@@ -172,10 +172,10 @@ def cluster_section(servers, cred_dir, policy, interval="300ms", second_primary=
         inst += (f"          - {{name: {s.name}, host: 127.0.0.1, port: {s.port}, "
                  f"primary: {primary}}}\n")
     pol = "".join(f"          {k}: {v}\n" for k, v in policy.items())
+    every = f"    interval: {interval}\n" if interval is not None else ""
     return f"""modules:
   mysql:
-    interval: {interval}
-    clusters:
+{every}    clusters:
       - name: c1
         instances:
 {inst}        credentials:
